@@ -1,0 +1,34 @@
+"""tip_jax: text-driven image restoration (TIP) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tip_jax",
+    version="0.1.0",
+    description="TIP: text-driven image restoration with a modulated ControlNet on a frozen "
+                "latent diffusion model, in JAX/Flax.",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["tip_jax", "tip_jax.*"]),
+    install_requires=[
+        "absl-py",
+        "flax>=0.12,<0.13",
+        "jax>=0.10,<0.11",
+        "ml_dtypes",
+        "numpy",
+        "safetensors",
+        "transformers>=5",  # the CLIP tokenizer only; there are no Flax models in it
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            "torch==2.13.0",   # a CPU wheel of this version is on the build machines' disk
+            "diffusers>=0.40",
+            "transformers>=5",
+        ],
+        "tpu": ["jax[tpu]>=0.10,<0.11"],
+        "cuda": ["jax[cuda12]>=0.10,<0.11"],
+    },
+    entry_points={"console_scripts": ["tip-models=tip_jax.models.summary:run"]},
+)

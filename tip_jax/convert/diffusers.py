@@ -1,0 +1,179 @@
+"""Diffusers-format folders (config.json + safetensors) -> Flax modules and param trees.
+
+No torch: tensors are read with `safetensors.numpy`. Conversion is a rename plus a
+transpose, because the Flax modules use diffusers' / transformers' module names:
+`down_blocks.0.attentions.1.proj_in.weight` -> `down_blocks_0/attentions_1/proj_in/kernel`.
+Conv kernels go OIHW -> HWIO, linear kernels (out, in) -> (in, out); norms' `weight`
+is Flax's `scale`; embeddings keep their layout. Any missing, unexpected or
+mis-shaped key stops the load with one error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax.traverse_util import flatten_dict, unflatten_dict
+from safetensors.numpy import load_file
+
+from tip_jax.models import params as params_lib
+from tip_jax.models.layers import ModelOptions
+
+
+class CheckpointError(ValueError):
+  """A checkpoint folder that cannot be loaded; the message names the cause."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Component:
+  weights_name: str          # file stem diffusers / transformers use
+  strip_prefix: str          # key prefix that has no Flax counterpart
+  ignored: tuple[str, ...]   # buffers saved by some versions, not params
+  build: Callable[[dict, ModelOptions], nn.Module]
+
+
+def _build_unet(cfg, options):
+  from tip_jax.models import unet
+  return unet.UNet2DConditionModel(unet.UNetConfig.from_diffusers(cfg), options)
+
+
+def _build_vae(cfg, options):
+  from tip_jax.models import vae
+  return vae.AutoencoderKL(vae.VAEConfig.from_diffusers(cfg), options)
+
+
+def _build_text_encoder(cfg, options):
+  from tip_jax.models import clip_text
+  return clip_text.CLIPTextModel(clip_text.CLIPTextConfig.from_transformers(cfg), options)
+
+
+def _build_controlnet(cfg, options):
+  from tip_jax.models import controlnet
+  return controlnet.ControlNetModel(controlnet.ControlNetConfig.from_diffusers(cfg), options)
+
+
+COMPONENTS = {
+    "unet": _Component("diffusion_pytorch_model", "", (), _build_unet),
+    "vae": _Component("diffusion_pytorch_model", "", (), _build_vae),
+    "text_encoder": _Component("model", "text_model.", ("text_model.embeddings.position_ids",
+                                                          "embeddings.position_ids"),
+                               _build_text_encoder),
+    "controlnet": _Component("diffusion_pytorch_model", "", (), _build_controlnet),
+}
+
+# Attention names of diffusers < 0.14 VAEs, still found in many converted checkpoints.
+_LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out_0"}
+
+
+def component_dir(path: str, name: str) -> str:
+  """`path/name` when it holds a config.json, else `path` itself."""
+  if not os.path.isdir(path):
+    raise CheckpointError(f"{path}: no such checkpoint folder")
+  for candidate in (os.path.join(path, name), path):
+    if os.path.isfile(os.path.join(candidate, "config.json")):
+      return candidate
+  raise CheckpointError(f"{path} is not a diffusers checkpoint: no config.json in it or in "
+                        f"{os.path.join(path, name)}")
+
+
+def read_config(folder: str) -> dict:
+  try:
+    with open(os.path.join(folder, "config.json")) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{folder}/config.json is not valid JSON: {e}") from None
+
+
+def weight_files(folder: str, stem: str) -> list[str]:
+  """The safetensors files of one weights variant: fp32 first, then `.fp16.`."""
+  for variant in ("", ".fp16"):
+    single = os.path.join(folder, f"{stem}{variant}.safetensors")
+    if os.path.isfile(single):
+      return [single]
+    index = os.path.join(folder, f"{stem}{variant}.safetensors.index.json")
+    if os.path.isfile(index):
+      with open(index) as f:
+        shards = sorted(set(json.load(f)["weight_map"].values()))
+      return [os.path.join(folder, s) for s in shards]
+  others = sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "*")))
+  raise CheckpointError(f"{folder}: no {stem}.safetensors (or .fp16 variant, or sharded index); "
+                        f"found {others}. Only safetensors weights are read.")
+
+
+def _flax_path(key: str, component: _Component, target: dict) -> tuple[str, ...]:
+  parts: list[str] = []
+  for p in key.removeprefix(component.strip_prefix).split("."):  # transformers 5 saves no prefix
+    if p.isdigit() and parts:
+      parts[-1] = f"{parts[-1]}_{p}"
+    else:
+      parts.append(_LEGACY_NAMES.get(p, p))
+  leaf = parts[-1]
+  if leaf == "weight":
+    for candidate in ("kernel", "scale", "embedding"):
+      if tuple(parts[:-1]) + (candidate,) in target:
+        return tuple(parts[:-1]) + (candidate,)
+  return tuple(parts)
+
+
+def _to_flax(value: np.ndarray, path: tuple[str, ...], expected: tuple[int, ...]) -> np.ndarray:
+  if path[-1] == "kernel":
+    if value.ndim == 4 and len(expected) == 2:    # legacy 1x1-conv attention projections
+      value = value[:, :, 0, 0]
+    value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
+  return value
+
+
+def convert_state_dict(state: dict[str, np.ndarray], module: nn.Module, name: str,
+                       source: str = "checkpoint") -> dict:
+  """Maps a flat torch-named state dict onto `module`'s param tree (unboxed, param dtype)."""
+  component = COMPONENTS[name]
+  target = flatten_dict(params_lib.param_shapes(module))
+  out = {}
+  for key, value in state.items():
+    if key in component.ignored:
+      continue
+    path = _flax_path(key, component, target)
+    if path not in target:
+      raise CheckpointError(f"{source}: unexpected key {key!r} (shape {tuple(value.shape)}) has "
+                            f"no place in the {name} model (looked for {'/'.join(path)})")
+    expected = target[path]
+    value = _to_flax(np.asarray(value), path, expected.shape)
+    if value.shape != expected.shape:
+      raise CheckpointError(f"{source}: key {key!r} has shape {tuple(value.shape)} after "
+                            f"conversion, the {name} model expects {tuple(expected.shape)} at "
+                            f"{'/'.join(path)}")
+    out[path] = jnp.asarray(value, dtype=expected.dtype)
+  missing = [p for p in target if p not in out]
+  if missing:
+    shape = tuple(target[missing[0]].shape)
+    raise CheckpointError(f"{source}: missing key for {'/'.join(missing[0])} (shape {shape}) "
+                          f"and {len(missing) - 1} more")
+  return unflatten_dict(out)
+
+
+def load_component(path: str, name: str, options: ModelOptions | None = None
+                   ) -> tuple[nn.Module, dict]:
+  """Loads `unet | vae | text_encoder | controlnet` from a diffusers-format folder."""
+  if name not in COMPONENTS:
+    raise CheckpointError(f"unknown component {name!r}; expected one of {sorted(COMPONENTS)}")
+  folder = component_dir(path, name)
+  try:
+    module = COMPONENTS[name].build(read_config(folder), options or ModelOptions())
+  except (KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(f"{folder}/config.json does not describe a supported {name}: {e}") from None
+  state = {}
+  for file in weight_files(folder, COMPONENTS[name].weights_name):
+    try:
+      state.update(load_file(file))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+      raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from None
+  logging.info("loaded %d tensors for %s from %s", len(state), name, folder)
+  return module, convert_state_dict(state, module, name, source=folder)
+
