@@ -177,3 +177,52 @@ def load_component(path: str, name: str, options: ModelOptions | None = None
   logging.info("loaded %d tensors for %s from %s", len(state), name, folder)
   return module, convert_state_dict(state, module, name, source=folder)
 
+
+
+@dataclasses.dataclass
+class Backbone:
+  """A frozen Stable Diffusion: each component as (module, params), plus its tokenizer."""
+
+  unet: tuple[nn.Module, dict]
+  vae: tuple[nn.Module, dict]
+  text_encoder: tuple[nn.Module, dict]
+  tokenizer: Any
+  scheduler_config: dict
+
+  @property
+  def prediction_type(self) -> str:
+    return self.unet[0].config.prediction_type
+
+  @property
+  def scaling_factor(self) -> float:
+    return self.vae[0].config.scaling_factor
+
+
+def load_backbone(path: str, options: ModelOptions | None = None) -> Backbone:
+  """Loads a whole SD folder: unet, vae, text_encoder, tokenizer and scheduler config.
+
+  The UNet's prediction type ("epsilon" or "v_prediction") comes from the scheduler
+  config, where diffusers keeps it.
+  """
+  from tip_jax.models.tokenizer import load_tokenizer  # transformers is slow to import
+
+  parts = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+  missing = [p for p in parts if not os.path.isdir(os.path.join(path, p))]
+  if not os.path.isdir(path) or len(missing) == len(parts):
+    raise CheckpointError(f"{path} is not a diffusers Stable Diffusion folder (expected "
+                          f"subfolders {', '.join(parts)})")
+  if missing:
+    raise CheckpointError(f"{path}: missing subfolder(s) {', '.join(missing)}")
+  sched_file = os.path.join(path, "scheduler", "scheduler_config.json")
+  try:
+    with open(sched_file) as f:
+      scheduler_config = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{sched_file}: unreadable scheduler config ({e})") from None
+  unet, unet_params = load_component(path, "unet", options)
+  prediction = scheduler_config.get("prediction_type", "epsilon")
+  unet = unet.clone(config=dataclasses.replace(unet.config, prediction_type=prediction))
+  return Backbone(unet=(unet, unet_params), vae=load_component(path, "vae", options),
+                  text_encoder=load_component(path, "text_encoder", options),
+                  tokenizer=load_tokenizer(os.path.join(path, "tokenizer")),
+                  scheduler_config=scheduler_config)

@@ -69,6 +69,12 @@ class CLIPTextConfig:
     return cls(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
                num_attention_heads=16, hidden_act="gelu")
 
+  @classmethod
+  def tiny(cls) -> CLIPTextConfig:
+    """CLIP's real vocabulary with a 2-layer, 32-wide tower: CPU tests and demos."""
+    return cls(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+               num_attention_heads=4)
+
 
 class CLIPAttention(nn.Module):
   """Causal multi-head self-attention with biased q/k/v/out projections."""

@@ -102,6 +102,14 @@ class UNetConfig:
                use_linear_projection=True, upcast_attention=True, sample_size=96,
                prediction_type="v_prediction")
 
+  @classmethod
+  def tiny(cls, cross_attention_dim: int = 32) -> "UNetConfig":
+    """SD-shaped (cross-attention down/up blocks, mid attention) but narrow: CPU tests."""
+    return cls(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
+               down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+               attention_head_dim=4, cross_attention_dim=cross_attention_dim, sample_size=32)
+
 
 def _resnet(cfg: UNetConfig, options: ModelOptions, channels: int, name: str) -> nn.Module:
   return maybe_remat(ResnetBlock2D, options)(channels, options, groups=cfg.norm_num_groups,

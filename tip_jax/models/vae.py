@@ -50,6 +50,12 @@ class VAEConfig:
     return cls()
 
   @classmethod
+  def tiny(cls) -> VAEConfig:
+    """A 0.3M-parameter VAE with SD's 8x downsampling, for CPU tests and demos."""
+    return cls(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8,
+               sample_size=64)
+
+  @classmethod
   def from_diffusers(cls, cfg: dict[str, Any]) -> VAEConfig:
     """Reads an AutoencoderKL config.json; missing keys take diffusers' own defaults."""
     channels = tuple(cfg.get("block_out_channels", (64,)))
