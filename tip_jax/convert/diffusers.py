@@ -86,9 +86,12 @@ def component_dir(path: str, name: str) -> str:
 def read_config(folder: str) -> dict:
   try:
     with open(os.path.join(folder, "config.json")) as f:
-      return json.load(f)
+      cfg = json.load(f)
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{folder}/config.json is not valid JSON: {e}") from None
+  if not isinstance(cfg, dict):
+    raise CheckpointError(f"{folder}/config.json holds a {type(cfg).__name__}, not a config object")
+  return cfg
 
 
 def weight_files(folder: str, stem: str) -> list[str]:
@@ -99,8 +102,11 @@ def weight_files(folder: str, stem: str) -> list[str]:
       return [single]
     index = os.path.join(folder, f"{stem}{variant}.safetensors.index.json")
     if os.path.isfile(index):
-      with open(index) as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
+      try:
+        with open(index) as f:
+          shards = sorted(set(json.load(f)["weight_map"].values()))
+      except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index}: not a valid safetensors shard index ({e!r})") from None
       return [os.path.join(folder, s) for s in shards]
   others = sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "*")))
   raise CheckpointError(f"{folder}: no {stem}.safetensors (or .fp16 variant, or sharded index); "
@@ -124,10 +130,18 @@ def _flax_path(key: str, component: _Component, target: dict) -> tuple[str, ...]
 
 def _to_flax(value: np.ndarray, path: tuple[str, ...], expected: tuple[int, ...]) -> np.ndarray:
   if path[-1] == "kernel":
-    if value.ndim == 4 and len(expected) == 2:    # legacy 1x1-conv attention projections
+    # legacy 1x1-conv attention projections; any other 4-D tensor fails the shape check
+    if value.ndim == 4 and value.shape[2:] == (1, 1) and len(expected) == 2:
       value = value[:, :, 0, 0]
     value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
   return value
+
+
+def _torch_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+  """A Flax param shape in the checkpoint's layout (inverse of `_to_flax`'s transpose)."""
+  if path[-1] == "kernel":
+    return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else tuple(shape[::-1])
+  return tuple(shape)
 
 
 def convert_state_dict(state: dict[str, np.ndarray], module: nn.Module, name: str,
@@ -144,11 +158,12 @@ def convert_state_dict(state: dict[str, np.ndarray], module: nn.Module, name: st
       raise CheckpointError(f"{source}: unexpected key {key!r} (shape {tuple(value.shape)}) has "
                             f"no place in the {name} model (looked for {'/'.join(path)})")
     expected = target[path]
+    stored = tuple(value.shape)
     value = _to_flax(np.asarray(value), path, expected.shape)
     if value.shape != expected.shape:
-      raise CheckpointError(f"{source}: key {key!r} has shape {tuple(value.shape)} after "
-                            f"conversion, the {name} model expects {tuple(expected.shape)} at "
-                            f"{'/'.join(path)}")
+      raise CheckpointError(f"{source}: key {key!r} has shape {stored}, the {name} model "
+                            f"expects {_torch_shape(path, expected.shape)} (Flax param "
+                            f"{'/'.join(path)} of shape {tuple(expected.shape)})")
     out[path] = jnp.asarray(value, dtype=expected.dtype)
   missing = [p for p in target if p not in out]
   if missing:
