@@ -69,3 +69,17 @@ def test_sharded_forward_equals_unsharded(unet):
   got = apply(sharded, *inputs)
   assert got.sharding.spec[0] in (("data", "fsdp"), "data")
   np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5)
+
+
+@pytest.mark.parametrize("build", ["unet", "controlnet", "vae", "text"])
+def test_every_param_has_one_logical_name_per_dim(build):
+  from tip_jax.models.clip_text import CLIPTextConfig, CLIPTextModel
+  from tip_jax.models.controlnet import ControlNetConfig, ControlNetModel
+  from tip_jax.models.vae import AutoencoderKL, VAEConfig
+  module = {"unet": lambda: UNet2DConditionModel(UNetConfig.sd15()),
+            "controlnet": lambda: ControlNetModel(ControlNetConfig.tip(UNetConfig.sd21())),
+            "vae": lambda: AutoencoderKL(VAEConfig.sd()),
+            "text": lambda: CLIPTextModel(CLIPTextConfig.sd21())}[build]()
+  abstract = params_lib.abstract_params(module)   # full size, nothing allocated
+  leaves = jax.tree.leaves(abstract, is_leaf=lambda x: hasattr(x, "names"))
+  assert leaves and all(len(leaf.names) == len(leaf.value.shape) for leaf in leaves)
