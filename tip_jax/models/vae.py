@@ -128,13 +128,17 @@ class MidBlock(nn.Module):
     return resnet(c, self.options, groups=self.groups, eps=_EPS, name="resnets_1")(x)
 
 
-class EncoderBlock(nn.Module):
-  """DownEncoderBlock2D: resnets, then an asymmetric stride-2 conv unless last."""
+class VAEBlock(nn.Module):
+  """DownEncoderBlock2D / UpDecoderBlock2D: resnets, then an optional resampler.
+
+  "down" is diffusers' `padding=0` downsampler, which pads (0, 1) right/bottom only;
+  "up" is nearest x2 + conv; None (the last block) keeps the resolution.
+  """
 
   out_channels: int
   num_layers: int
   groups: int
-  add_downsample: bool
+  resample: str | None
   options: ModelOptions
 
   @nn.compact
@@ -143,28 +147,10 @@ class EncoderBlock(nn.Module):
     for j in range(self.num_layers):
       x = resnet(self.out_channels, self.options, groups=self.groups, eps=_EPS,
                  name=f"resnets_{j}")(x)
-    if self.add_downsample:  # diffusers' padding=0 means pad (0,1) right/bottom only
+    if self.resample == "down":
       x = Downsample2D(self.out_channels, self.options, asymmetric=True,
                        name="downsamplers_0")(x)
-    return x
-
-
-class DecoderBlock(nn.Module):
-  """UpDecoderBlock2D: resnets, then nearest x2 + conv unless last."""
-
-  out_channels: int
-  num_layers: int
-  groups: int
-  add_upsample: bool
-  options: ModelOptions
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    resnet = maybe_remat(ResnetBlock2D, self.options)
-    for j in range(self.num_layers):
-      x = resnet(self.out_channels, self.options, groups=self.groups, eps=_EPS,
-                 name=f"resnets_{j}")(x)
-    if self.add_upsample:
+    elif self.resample == "up":
       x = Upsample2D(self.out_channels, self.options, name="upsamplers_0")(x)
     return x
 
@@ -181,8 +167,8 @@ class Encoder(nn.Module):
     chans = cfg.block_out_channels
     x = conv(chans[0], opt, "conv_in")(x)
     for i, ch in enumerate(chans):
-      x = EncoderBlock(ch, cfg.layers_per_block, cfg.norm_num_groups, i < len(chans) - 1,
-                       opt, name=f"down_blocks_{i}")(x)
+      x = VAEBlock(ch, cfg.layers_per_block, cfg.norm_num_groups,
+                   "down" if i < len(chans) - 1 else None, opt, name=f"down_blocks_{i}")(x)
     x = MidBlock(cfg.norm_num_groups, cfg.mid_block_add_attention, opt, name="mid_block")(x)
     x = nn.silu(group_norm(opt, "conv_norm_out", groups=cfg.norm_num_groups, eps=_EPS)(x))
     return conv(2 * cfg.latent_channels, opt, "conv_out")(x)
@@ -201,8 +187,8 @@ class Decoder(nn.Module):
     x = conv(chans[0], opt, "conv_in")(z)
     x = MidBlock(cfg.norm_num_groups, cfg.mid_block_add_attention, opt, name="mid_block")(x)
     for i, ch in enumerate(chans):
-      x = DecoderBlock(ch, cfg.layers_per_block + 1, cfg.norm_num_groups, i < len(chans) - 1,
-                       opt, name=f"up_blocks_{i}")(x)
+      x = VAEBlock(ch, cfg.layers_per_block + 1, cfg.norm_num_groups,
+                   "up" if i < len(chans) - 1 else None, opt, name=f"up_blocks_{i}")(x)
     x = nn.silu(group_norm(opt, "conv_norm_out", groups=cfg.norm_num_groups, eps=_EPS)(x))
     return conv(cfg.out_channels, opt, "conv_out")(x)
 
