@@ -25,6 +25,7 @@ import torch
 from tip_jax.convert.diffusers import convert_state_dict
 from tip_jax.models import tip
 from tip_jax.models.controlnet import ControlNetConfig, ControlNetModel
+from tip_jax.models.layers import ModelOptions
 from tip_jax.models.unet import UNet2DConditionModel, UNetConfig
 
 
@@ -49,6 +50,8 @@ def main() -> None:
   parser.add_argument("--size", type=int, default=256, help="image side in pixels")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--query-chunk", type=int, default=128,
+                      help="ModelOptions.attention_query_chunk (0 = off)")
   args = parser.parse_args()
 
   import diffusers  # test/benchmark-only reference
@@ -61,8 +64,10 @@ def main() -> None:
   with torch.no_grad():   # non-zero zero-convs, so the residual path is really exercised
     for p in ref_cn.parameters():
       p.add_(0.01 * torch.randn_like(p))
-  unet = UNet2DConditionModel(cfg)
-  controlnet = ControlNetModel(ControlNetConfig(unet=cfg, conditioning="add", fusion="additive"))
+  options = ModelOptions(attention_query_chunk=args.query_chunk or None)
+  unet = UNet2DConditionModel(cfg, options)
+  controlnet = ControlNetModel(ControlNetConfig(unet=cfg, conditioning="add", fusion="additive"),
+                               options)
   numpy_state = lambda m: {k: v.numpy() for k, v in m.state_dict().items()}
   unet_params = convert_state_dict(numpy_state(ref_unet), unet, "unet")
   cn_params = convert_state_dict(numpy_state(ref_cn), controlnet, "controlnet")
@@ -97,7 +102,8 @@ def main() -> None:
       "ratio_ours_over_reference": round(ours_s / ref_s, 3),
       "ours_first_call_incl_compile_s": round(compile_s, 1), "max_abs_diff": diff,
       "config": {"block_out_channels": cfg.block_out_channels, "size": args.size,
-                 "batch": args.batch, "repeats": args.repeats},
+                 "batch": args.batch, "repeats": args.repeats,
+                 "attention_query_chunk": args.query_chunk},
       "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                   "jax": jax.__version__, "torch": torch.__version__,
                   "device": str(jax.devices()[0]), "torch_threads": torch.get_num_threads()},

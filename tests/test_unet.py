@@ -181,11 +181,13 @@ def test_full_size_controlnet_param_counts():
 
 
 def test_bf16_remat_and_attention_impl_options(frozen_unet, inputs):
-  """bf16 compute keeps fp32 params and stays close; remat changes neither value nor grad."""
+  """bf16 compute keeps fp32 params and stays close; remat and query-chunked attention
+  change neither value nor grad."""
   ucfg, unet, unet_params = frozen_unet
   args = (inputs["sample"], inputs["t"], inputs["text"])
+  # 16x16 latents: 256-token self-attention at the top level, split into 4 query blocks.
   remat = UNet2DConditionModel(ucfg, ModelOptions(remat_policy="nothing_saveable",
-                                                  attention_impl="xla"))
+                                                  attention_impl="xla", attention_query_chunk=64))
 
   def loss(module):
     return jax.jit(jax.value_and_grad(
