@@ -1,0 +1,13 @@
+"""On-device degradation synthesis and the restoration-prompt language.
+
+    params, prompts = sample_params(seed, batch, DegradeConfig(size=(512, 512)))   # host
+    y = jax.jit(degrade)(x, params)                                                 # device
+"""
+
+from tip_jax.degrade.pipeline import (DegradeConfig, DegradeParams, degrade, degrade_sharded,
+                                      parse_restoration_prompt, restoration_prompt,
+                                      sample_params)
+from tip_jax.degrade.prompts import BLIND_PROMPT, PromptError
+
+__all__ = ["BLIND_PROMPT", "DegradeConfig", "DegradeParams", "PromptError", "degrade",
+           "degrade_sharded", "parse_restoration_prompt", "restoration_prompt", "sample_params"]

@@ -1,0 +1,105 @@
+"""`tip-degrade IMAGE --n 8 --out grid.png [--prompt "..."]`: look at the degradations.
+
+Writes one labelled grid: the clean crop, then degraded versions with the restoration
+prompt of each written under its tile. With --prompt, every tile applies that prompt
+(its noise differs per tile); "Remove all degradation" draws Real-ESRGAN degradations.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+import jax
+import numpy as np
+from absl import app, flags
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from tip_jax.degrade import pipeline, prompts
+from tip_jax.degrade.realesrgan import RealESRGANConfig
+
+_N = flags.DEFINE_integer("n", 8, "How many degraded tiles.")
+_OUT = flags.DEFINE_string("out", "degradations.png", "Where to write the grid (PNG).")
+_PROMPT = flags.DEFINE_string("prompt", None, "Apply this restoration prompt instead of "
+                              "sampling the training mix.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_SIZE = flags.DEFINE_integer("size", 256, "Side of the square crop that is degraded.")
+_PRESET = flags.DEFINE_enum("preset", "x4plus", ["x4plus", "stablesr"], "Real-ESRGAN values.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+
+
+def load_crop(path: str, size: int) -> np.ndarray:
+  """Centre square crop resized to `size`, float32 [0, 1]; SystemExit with one line on error."""
+  try:
+    with Image.open(path) as im:
+      im = im.convert("RGB")
+  except FileNotFoundError:
+    sys.exit(f"tip-degrade: {path}: no such file")
+  except (UnidentifiedImageError, OSError) as e:
+    sys.exit(f"tip-degrade: {path}: not a readable image ({e})")
+  side = min(im.size)
+  left, top = (im.width - side) // 2, (im.height - side) // 2
+  im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+  return np.asarray(im, np.float32) / 255.0
+
+
+def labelled_grid(tiles: list[np.ndarray], labels: list[str], columns: int = 4) -> Image.Image:
+  """Tiles in rows of `columns`, each with its wrapped label underneath."""
+  size = tiles[0].shape[0]
+  font = ImageFont.load_default(size=max(10, size // 20))
+  chars = max(12, int(size / (0.55 * font.size)))
+  wrapped = [textwrap.fill(label or "(no degradation named)", chars) for label in labels]
+  text_h = max(w.count("\n") + 1 for w in wrapped) * (font.size + 3) + 6
+  rows = -(-len(tiles) // columns)
+  grid = Image.new("RGB", (columns * size, rows * (size + text_h)), "white")
+  draw = ImageDraw.Draw(grid)
+  for i, (tile, text) in enumerate(zip(tiles, wrapped)):
+    x, y = (i % columns) * size, (i // columns) * (size + text_h)
+    grid.paste(Image.fromarray(np.round(np.clip(tile, 0, 1) * 255).astype(np.uint8)), (x, y))
+    draw.multiline_text((x + 4, y + size + 3), text, fill="black", font=font, spacing=3)
+  return grid
+
+
+def make_params(config: pipeline.DegradeConfig, n: int, prompt: str | None, seed: int):
+  if prompt is None:
+    return pipeline.sample_params(seed, n, config)
+  if prompt.strip().rstrip(";. ").lower() == prompts.BLIND_PROMPT.lower():
+    blind = pipeline.DegradeConfig(size=config.size, realesrgan_prob=1.0,
+                                   realesrgan=config.realesrgan)
+    return pipeline.sample_params(seed, n, blind)
+  one = pipeline.parse_restoration_prompt(prompt, config)
+  params = jax.tree.map(lambda x: np.repeat(np.asarray(x), n, axis=0), one)
+  params = params.replace(noise_seed=np.arange(n, dtype=np.uint32) + np.uint32(seed))
+  return params, pipeline.restoration_prompt(params, with_values=True)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) != 2:
+    sys.exit("tip-degrade: give exactly one IMAGE (usage: tip-degrade IMAGE --n 8 --out grid.png)")
+  if os.path.exists(_OUT.value) and not _OVERWRITE.value:
+    sys.exit(f"tip-degrade: {_OUT.value} exists; pass --overwrite to replace it")
+  if _N.value < 1:
+    sys.exit("tip-degrade: --n must be at least 1")
+  config = pipeline.DegradeConfig(
+      size=(_SIZE.value, _SIZE.value),
+      realesrgan=getattr(RealESRGANConfig, _PRESET.value)())
+  try:
+    params, texts = make_params(config, _N.value, _PROMPT.value, _SEED.value)
+  except prompts.PromptError as e:
+    sys.exit(f"tip-degrade: {e}")
+  clean = load_crop(argv[1], _SIZE.value)
+  images = np.repeat(clean[None], _N.value, axis=0)
+  degraded = np.asarray(jax.jit(pipeline.degrade)(images, params))
+  grid = labelled_grid([clean, *degraded], ["clean", *texts])
+  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  grid.save(_OUT.value)
+  print(f"wrote {_OUT.value}: {_N.value} degradations of {argv[1]}")
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,113 @@
+"""TIP's parameterised degradation: blur -> downsample -> noise -> JPEG, each with p = 0.5.
+
+The host draws each example's stages (`sample`), the prompt is written from exactly
+those numbers, and the device applies them (`apply`, one example, vmapped by the
+caller). A skipped stage runs as its identity (pulse kernel, factor 1, sigma 0, JPEG
+masked out) so every example has the same static computation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tip_jax.degrade import jpeg, kernels, ops, prompts
+
+AREA, BILINEAR, BICUBIC = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TIPConfig:
+  """Ranges and probabilities of the parameterised pipeline.
+
+  The paper gives the stages, their order, p = 0.5 each and the prompt wording, but
+  not the ranges; these follow its examples ("Deblur with sigma 2.9", "Upsample to
+  4.0x", "Denoise with sigma 0.12", "Dejpeg with quality 40") and Real-ESRGAN's ranges.
+  """
+
+  stage_prob: float = 0.5
+  with_values_prob: float = 0.5     # prompt with values vs types only, per example
+  blur_sigma: tuple[float, float] = (0.2, 3.0)
+  downsample: tuple[float, float] = (1.0, 4.0)
+  noise_sigma: tuple[float, float] = (0.01, 0.12)
+  jpeg_quality: tuple[float, float] = (30.0, 95.0)
+  down_mode: int = AREA             # box-filtered downsampling (no aliasing) ...
+  up_mode: int = BICUBIC            # ... then bicubic back to the input size
+
+  @property
+  def ranges(self) -> dict[str, tuple[float, float]]:
+    return {c.field: getattr(self, c.field) for c in prompts.CLAUSES}
+
+  @property
+  def defaults(self) -> dict[str, float]:
+    """Values a type-only prompt ("Deblur;") applies: the middle of each range."""
+    return {f: prompts.quantize(f, (lo + hi) / 2) for f, (lo, hi) in self.ranges.items()}
+
+
+class TIPParams(NamedTuple):
+  """Per-example arrays (leading batch axis); `*_on` flags select the applied stages."""
+
+  blur_on: np.ndarray
+  blur_sigma: np.ndarray
+  down_on: np.ndarray
+  downsample: np.ndarray
+  noise_on: np.ndarray
+  noise_sigma: np.ndarray
+  jpeg_on: np.ndarray
+  jpeg_quality: np.ndarray
+  with_values: np.ndarray
+
+
+# Each stage's value field, its on-flag, and the value it holds when skipped.
+_STAGES = {"blur_sigma": ("blur_on", 1.0), "downsample": ("down_on", 1.0),
+           "noise_sigma": ("noise_on", 0.0), "jpeg_quality": ("jpeg_on", 95.0)}
+
+
+def sample(rng: np.random.Generator, config: TIPConfig) -> prompts.Stages:
+  """One example's stages, each value on its prompt's printing grid."""
+  values = {}
+  for field, (low, high) in config.ranges.items():
+    if rng.random() < config.stage_prob:
+      values[field] = prompts.quantize(field, rng.uniform(low, high))
+  return prompts.Stages(**values, with_values=bool(rng.random() < config.with_values_prob))
+
+
+def to_arrays(stages: list[prompts.Stages]) -> TIPParams:
+  columns = {}
+  for field, (flag, identity) in _STAGES.items():
+    values = [getattr(s, field) for s in stages]
+    columns[flag] = np.array([v is not None for v in values])
+    columns[field] = np.asarray([identity if v is None else v for v in values], np.float32)
+  return TIPParams(**columns, with_values=np.array([s.with_values for s in stages]))
+
+
+def from_arrays(params: TIPParams) -> list[prompts.Stages]:
+  out = []
+  for i in range(len(params.with_values)):
+    values = {f: prompts.quantize(f, getattr(params, f)[i]) for f, (flag, _) in _STAGES.items()
+              if getattr(params, flag)[i]}
+    out.append(prompts.Stages(**values, with_values=bool(params.with_values[i])))
+  return out
+
+
+def apply(image: jax.Array, p: TIPParams, key: jax.Array, config: TIPConfig) -> jax.Array:
+  """One example (H, W, 3) in [0, 1] -> degraded, same size, 8-bit levels."""
+  h, w = image.shape[:2]
+  kernel = kernels.make_kernel(kernels.KINDS.index("iso"), kernels.KERNEL_SIZE, p.blur_sigma,
+                               p.blur_sigma, 0.0, 1.0, 0.0)
+  x = jnp.where(p.blur_on, ops.filter2d(image, kernel), image)   # skipped: exactly x
+  factor = jnp.where(p.down_on, p.downsample, 1.0)
+  small = jnp.stack([ops.output_size_for_scale(h, 1.0 / factor),
+                     ops.output_size_for_scale(w, 1.0 / factor)])
+  full = jnp.array([h, w])
+  x = ops.resize(x, full, small, config.down_mode, (h, w))
+  x = ops.resize(x, small, full, config.up_mode, (h, w))
+  noisy = ops.gaussian_noise(x, key, jnp.where(p.noise_on, p.noise_sigma, 0.0), False)
+  x = jnp.clip(noisy, 0.0, 1.0)
+  compressed = jpeg.diff_jpeg(x[None], p.jpeg_quality[None])[0]
+  x = jnp.where(p.jpeg_on, compressed, x)
+  return ops.quantize_uint8(x)

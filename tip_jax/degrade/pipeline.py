@@ -1,0 +1,130 @@
+"""TIP's training degradation: per example, Real-ESRGAN (blind) or the parameterised pipeline.
+
+Host: `sample_params` draws every example's parameters from (seed, example index)
+alone, so any process can reproduce any example, and writes its restoration prompt.
+Device: `degrade` is pure JAX (jit/vmap-able, static shapes, no callbacks). On a mesh,
+`degrade_sharded` runs it under `shard_map`, so each device degrades its own examples
+with no communication: GSPMD does not partition FFTs, and left to itself it would
+gather the batch and filter every image on every device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.sharding import Mesh, PartitionSpec
+
+from tip_jax.degrade import parameterized, prompts, realesrgan
+
+TIP, REALESRGAN = 0, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DegradeConfig:
+  """size: (H, W) of the clean images the parameters are drawn for (static)."""
+
+  size: tuple[int, int] = (512, 512)
+  realesrgan_prob: float = 0.5
+  tip: parameterized.TIPConfig = parameterized.TIPConfig()
+  realesrgan: realesrgan.RealESRGANConfig = realesrgan.RealESRGANConfig.x4plus()
+
+
+@struct.dataclass
+class DegradeParams:
+  """Per-example arrays (a pytree; the config rides along as static metadata).
+
+  Both pipelines' parameters are present for every example; `pipeline` picks one.
+  """
+
+  pipeline: np.ndarray               # (B,) TIP or REALESRGAN
+  noise_seed: np.ndarray             # (B,) uint32, seeds each example's noise
+  tip: parameterized.TIPParams
+  realesrgan: realesrgan.RealESRGANParams
+  config: DegradeConfig = struct.field(pytree_node=False)
+
+  @property
+  def batch(self) -> int:
+    return int(np.shape(self.pipeline)[0])
+
+
+def _example_rng(seed: int, index: int) -> np.random.Generator:
+  return np.random.default_rng([seed, index])
+
+
+def sample_params(seed_or_rng: int | np.random.Generator, batch: int,
+                  config: DegradeConfig = DegradeConfig(),
+                  indices: Sequence[int] | None = None) -> tuple[DegradeParams, list[str]]:
+  """Draws `batch` examples' parameters and their restoration prompts.
+
+  With an int seed, example i depends only on (seed, indices[i]) (default
+  indices 0..batch-1): a data pipeline passes record indices so that any host,
+  worker or restart reproduces the same degradation for the same record.
+  A Generator is drawn from sequentially instead.
+  """
+  if indices is None:
+    indices = range(batch)
+  if len(indices) != batch:
+    raise ValueError(f"{len(indices)} indices for a batch of {batch}")
+  rngs = ([_example_rng(seed_or_rng, int(i)) for i in indices]
+          if not isinstance(seed_or_rng, np.random.Generator) else [seed_or_rng] * batch)
+  pipelines, seeds, stages, draws = [], [], [], []
+  for rng in rngs:
+    pipelines.append(REALESRGAN if rng.random() < config.realesrgan_prob else TIP)
+    seeds.append(rng.integers(2**32, dtype=np.uint32))
+    stages.append(parameterized.sample(rng, config.tip))
+    draws.append(realesrgan.sample(rng, config.realesrgan, config.size))
+  params = DegradeParams(pipeline=np.asarray(pipelines, np.int32),
+                         noise_seed=np.asarray(seeds, np.uint32),
+                         tip=parameterized.to_arrays(stages),
+                         realesrgan=realesrgan.to_arrays(draws), config=config)
+  return params, restoration_prompt(params, with_values=None)
+
+
+def restoration_prompt(params: DegradeParams, with_values: bool | None = True) -> list[str]:
+  """Each example's prompt; with_values=None keeps each example's sampled choice."""
+  stages = parameterized.from_arrays(params.tip)
+  return [prompts.BLIND_PROMPT if kind == REALESRGAN else s.prompt(with_values)
+          for kind, s in zip(np.asarray(params.pipeline), stages)]
+
+
+def parse_restoration_prompt(text: str, config: DegradeConfig = DegradeConfig()
+                             ) -> DegradeParams:
+  """A typed prompt -> batch-of-one params that `degrade` applies.
+
+  Type-only clauses ("Deblur;") apply the middle of the configured range. Raises
+  `prompts.PromptError` naming the clause for unknown wording or out-of-range values.
+  """
+  stages = prompts.parse(text, config.tip.ranges, config.tip.defaults)
+  filler = realesrgan.to_arrays([realesrgan.sample(np.random.default_rng(0), config.realesrgan,
+                                                   config.size)])
+  return DegradeParams(pipeline=np.asarray([TIP], np.int32),
+                       noise_seed=np.zeros(1, np.uint32),
+                       tip=parameterized.to_arrays([stages]), realesrgan=filler, config=config)
+
+
+def degrade(images: jax.Array, params: DegradeParams) -> jax.Array:
+  """(B, H, W, 3) float32 in [0, 1] -> degraded images of the same shape, in [0, 1]."""
+  config = params.config
+  if tuple(images.shape[1:3]) != tuple(config.size):
+    raise ValueError(f"images are {images.shape[1:3]}, the params were drawn for {config.size}")
+
+  def one(image, kind, seed, tip_p, esr_p):
+    key_tip, key_esr = jax.random.split(jax.random.key(seed))
+    clean_tip = parameterized.apply(image, tip_p, key_tip, config.tip)
+    blind = realesrgan.apply(image, esr_p, key_esr, config.realesrgan)
+    return jnp.where(kind == REALESRGAN, blind, clean_tip)
+
+  return jax.vmap(one)(images.astype(jnp.float32), params.pipeline, params.noise_seed,
+                       params.tip, params.realesrgan)
+
+
+def degrade_sharded(images: jax.Array, params: DegradeParams, mesh: Mesh,
+                    batch_axes: str | tuple[str, ...] = ("data", "fsdp")) -> jax.Array:
+  """`degrade` with the batch split over `batch_axes` of `mesh`, per device."""
+  spec = PartitionSpec(batch_axes)
+  return jax.shard_map(degrade, mesh=mesh, in_specs=(spec, spec), out_specs=spec)(images, params)
