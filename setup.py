@@ -17,6 +17,7 @@ setup(
         "jax>=0.10,<0.11",
         "ml_dtypes",
         "numpy",
+        "Pillow",
         "safetensors",
         "transformers>=5",  # the CLIP tokenizer only; there are no Flax models in it
     ],
@@ -26,9 +27,14 @@ setup(
             "torch==2.13.0",   # a CPU wheel of this version is on the build machines' disk
             "diffusers>=0.40",
             "transformers>=5",
+            "opencv-python-headless",  # BasicSR's degradation code imports cv2
+            "scipy",
         ],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
     },
-    entry_points={"console_scripts": ["tip-models=tip_jax.models.summary:run"]},
+    entry_points={"console_scripts": [
+        "tip-models=tip_jax.models.summary:run",
+        "tip-degrade=tip_jax.degrade.cli:run",
+    ]},
 )

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from basicsr_ref import load_basicsr_module
-from tip_jax.degrade import ops
+from tip_jax.degrade import noise as noise_lib
+from tip_jax.degrade import ops, resizing
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -96,7 +97,7 @@ _TORCH_MODES = ("area", "bilinear", "bicubic")
 
 def _torch_resize(x: np.ndarray, mode: int, size=None, scale=None) -> np.ndarray:
   kwargs = dict(size=size) if size is not None else dict(scale_factor=scale)
-  if mode != ops.AREA:
+  if mode != resizing.AREA:
     kwargs["align_corners"] = False
   return _nhwc(F.interpolate(_nchw(x[None]), mode=_TORCH_MODES[mode], **kwargs))[0]
 
@@ -105,7 +106,7 @@ def _torch_resize(x: np.ndarray, mode: int, size=None, scale=None) -> np.ndarray
 def _resize_modes(image, in_size, out_size, scale, out_canvas, by_scale):
   """The three modes at once, so each shape compiles once."""
   s = scale if by_scale else None
-  fn = lambda m: ops.resize(image, in_size, out_size, m, out_canvas, scale=s)
+  fn = lambda m: resizing.resize(image, in_size, out_size, m, out_canvas, scale=s)
   return jax.vmap(fn)(jnp.arange(3))
 
 
@@ -133,7 +134,7 @@ def test_resize_matches_interpolate(rng, case):
   image = _canvas(content, case["canvas"])
   if "scale" in case:
     s = np.float32(case["scale"])
-    out_size = tuple(int(v) for v in ops.output_size_for_scale(jnp.array([h, w]), s))
+    out_size = tuple(int(v) for v in resizing.output_size_for_scale(jnp.array([h, w]), s))
     assert out_size == (math.floor(h * float(s)), math.floor(w * float(s)))
     scale_arg = s
   else:
@@ -159,18 +160,18 @@ def test_resize_scale_mapping_differs_from_size_ratio(rng):
   from F.interpolate(size=37), and the `scale` argument reproduces scale_factor."""
   content = rng.uniform(0, 1, (100, 100, 3)).astype(np.float32)
   s = np.float32(0.375)
-  fn = jax.jit(lambda x, s: (ops.resize(x, (100, 100), (37, 37), ops.BICUBIC, (37, 37), s),
-                            ops.resize(x, (100, 100), (37, 37), ops.BICUBIC, (37, 37))))
+  fn = jax.jit(lambda x, s: (resizing.resize(x, (100, 100), (37, 37), resizing.BICUBIC, (37, 37), s),
+                            resizing.resize(x, (100, 100), (37, 37), resizing.BICUBIC, (37, 37))))
   by_scale, by_size = (np.asarray(y) for y in fn(content, s))
-  ref_scale = _torch_resize(content, ops.BICUBIC, scale=float(s))
-  ref_size = _torch_resize(content, ops.BICUBIC, size=(37, 37))
+  ref_scale = _torch_resize(content, resizing.BICUBIC, scale=float(s))
+  ref_size = _torch_resize(content, resizing.BICUBIC, size=(37, 37))
   np.testing.assert_allclose(by_scale, ref_scale, atol=1e-5, rtol=0)
   np.testing.assert_allclose(by_size, ref_size, atol=1e-5, rtol=0)
   assert np.abs(ref_scale - ref_size).max() > 1e-2
   # Per-axis scale factors, as F.interpolate(scale_factor=(sh, sw)).
   sh, sw = np.float32(0.7), np.float32(1.3)
-  oh, ow = (int(ops.output_size_for_scale(n, v)) for n, v in ((100, sh), (100, sw)))
-  pair = jax.jit(lambda x: ops.resize(x, (100, 100), (oh, ow), ops.BILINEAR, (oh, ow),
+  oh, ow = (int(resizing.output_size_for_scale(n, v)) for n, v in ((100, sh), (100, sw)))
+  pair = jax.jit(lambda x: resizing.resize(x, (100, 100), (oh, ow), resizing.BILINEAR, (oh, ow),
                                       jnp.array([sh, sw])))(content)
   ref = _nhwc(F.interpolate(_nchw(content[None]), scale_factor=(float(sh), float(sw)),
                             mode="bilinear", align_corners=False))[0]
@@ -188,7 +189,7 @@ def test_output_size_for_scale_is_exact():
   near_n = np.concatenate([np.full(len(range(int(0.15 * m), int(1.5 * m))), m) for m in n])
   all_n = np.concatenate([r.choice(n, scales.size), near_n]).astype(np.int32)
   all_s = np.concatenate([scales, near])
-  got = np.asarray(jax.jit(ops.output_size_for_scale)(all_n, all_s))
+  got = np.asarray(jax.jit(resizing.output_size_for_scale)(all_n, all_s))
   want = np.array([math.floor(int(a) * float(b)) for a, b in zip(all_n, all_s)])
   np.testing.assert_array_equal(got, want)
   naive = np.floor(all_n.astype(np.float32) * all_s).astype(np.int64)
@@ -208,8 +209,8 @@ def test_output_size_for_scale_is_exact():
 def test_gaussian_noise_statistics_and_gray():
   image = jnp.full((64, 64, 3), 0.5, jnp.float32)
   sigma = 20.0 / 255.0
-  color = np.asarray(ops.gaussian_noise(image, jax.random.key(0), sigma, False)) - 0.5
-  gray = np.asarray(ops.gaussian_noise(image, jax.random.key(0), sigma, True)) - 0.5
+  color = np.asarray(noise_lib.gaussian_noise(image, jax.random.key(0), sigma, False)) - 0.5
+  gray = np.asarray(noise_lib.gaussian_noise(image, jax.random.key(0), sigma, True)) - 0.5
   assert abs(color.std() / sigma - 1) < 0.03 and abs(color.mean()) < 3 * sigma / 110
   assert abs(np.corrcoef(color[..., 0].ravel(), color[..., 1].ravel())[0, 1]) < 0.05
   np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
@@ -232,7 +233,7 @@ def test_poisson_levels_exact(count, degradations):
   canvas = _canvas(content, (40, 32))
   canvas[30:, :] = 0.77                                  # finite non-content values
   canvas[:, 20:] = 0.13                                  # (NaN also fine; see below)
-  levels = jax.jit(ops.poisson_levels)
+  levels = jax.jit(noise_lib.poisson_levels)
   got = float(levels(canvas, jnp.array([30, 20]), False))
   assert got == _torch_vals(_nchw(content[None])) == 2.0 ** math.ceil(math.log2(count))
   rgb_to_gray = degradations.rgb_to_grayscale
@@ -253,9 +254,9 @@ def test_poisson_noise_matches_basicsr_statistics(degradations, method, n):
   scale = 1.7
   canvas = _canvas(content, (32, 28))
   keys = jax.random.split(jax.random.key(7), n)
-  fn = jax.jit(jax.vmap(lambda k, g: ops.poisson_noise(
+  fn = jax.jit(jax.vmap(lambda k, g: noise_lib.poisson_noise(
       jnp.asarray(canvas), k, scale, g, (h, w), method=method), in_axes=(0, None)))
-  levels = jax.jit(ops.poisson_levels)
+  levels = jax.jit(noise_lib.poisson_levels)
   for gray in (False, True):
     torch.manual_seed(0)
     batch = _nchw(np.broadcast_to(content, (n, h, w, 3)))
@@ -288,14 +289,14 @@ def test_poisson_table_sampler_distribution():
   """The CDF table against scipy's float64 Poisson, and a large-sample histogram."""
   stats = pytest.importorskip("scipy.stats")
   for vals in (1.0, 8.0, 256.0):
-    table = np.asarray(ops.poisson_cdf_table(jnp.float32(vals)), np.float64)
+    table = np.asarray(noise_lib.poisson_cdf_table(jnp.float32(vals)), np.float64)
     lam = (np.arange(256, dtype=np.float32) / np.float32(255) * np.float32(vals)).astype(np.float64)
     exact = stats.poisson.cdf(np.arange(table.shape[1])[None], lam[:, None])
     assert np.abs(table - exact).max() < 5e-6, vals
   n = 400_000
   for level in (3, 128, 255):
     levels = jnp.full((n,), level, jnp.int32)
-    counts = np.asarray(jax.jit(ops._poisson_by_inversion)(jax.random.key(level), levels,
+    counts = np.asarray(jax.jit(noise_lib._poisson_by_inversion)(jax.random.key(level), levels,
                                                           jnp.float32(256)))
     lam = level / 255 * 256
     k = np.arange(int(lam + 8 * math.sqrt(lam) + 10))

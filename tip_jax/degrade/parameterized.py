@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tip_jax.degrade import jpeg, kernels, ops, prompts
+from tip_jax.degrade import jpeg, kernels, ops, prompts, resizing
+from tip_jax.degrade import noise as noise_lib
 
-AREA, BILINEAR, BICUBIC = 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +35,8 @@ class TIPConfig:
   downsample: tuple[float, float] = (1.0, 4.0)
   noise_sigma: tuple[float, float] = (0.01, 0.12)
   jpeg_quality: tuple[float, float] = (30.0, 95.0)
-  down_mode: int = AREA             # box-filtered downsampling (no aliasing) ...
-  up_mode: int = BICUBIC            # ... then bicubic back to the input size
+  down_mode: int = resizing.AREA             # box-filtered downsampling (no aliasing) ...
+  up_mode: int = resizing.BICUBIC            # ... then bicubic back to the input size
 
   @property
   def ranges(self) -> dict[str, tuple[float, float]]:
@@ -101,12 +101,12 @@ def apply(image: jax.Array, p: TIPParams, key: jax.Array, config: TIPConfig) -> 
                                p.blur_sigma, 0.0, 1.0, 0.0)
   x = jnp.where(p.blur_on, ops.filter2d(image, kernel), image)   # skipped: exactly x
   factor = jnp.where(p.down_on, p.downsample, 1.0)
-  small = jnp.stack([ops.output_size_for_scale(h, 1.0 / factor),
-                     ops.output_size_for_scale(w, 1.0 / factor)])
+  small = jnp.stack([resizing.output_size_for_scale(h, 1.0 / factor),
+                     resizing.output_size_for_scale(w, 1.0 / factor)])
   full = jnp.array([h, w])
-  x = ops.resize(x, full, small, config.down_mode, (h, w))
-  x = ops.resize(x, small, full, config.up_mode, (h, w))
-  noisy = ops.gaussian_noise(x, key, jnp.where(p.noise_on, p.noise_sigma, 0.0), False)
+  x = resizing.resize(x, full, small, config.down_mode, (h, w))
+  x = resizing.resize(x, small, full, config.up_mode, (h, w))
+  noisy = noise_lib.gaussian_noise(x, key, jnp.where(p.noise_on, p.noise_sigma, 0.0), False)
   x = jnp.clip(noisy, 0.0, 1.0)
   compressed = jpeg.diff_jpeg(x[None], p.jpeg_quality[None])[0]
   x = jnp.where(p.jpeg_on, compressed, x)

@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tip_jax.degrade import jpeg, kernels, ops
+from tip_jax.degrade import jpeg, kernels, ops, resizing
+from tip_jax.degrade import noise as noise_lib
 
-MODES = ("area", "bilinear", "bicubic")
-BICUBIC = MODES.index("bicubic")
+MODES = ("area", "bilinear", "bicubic")   # index = resizing.AREA / BILINEAR / BICUBIC
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +161,8 @@ def to_arrays(draws: list[dict]) -> RealESRGANParams:
 
 
 def _noise(x, key, p: StageParams, size):
-  gauss = ops.gaussian_noise(x, key, p.sigma, p.gray)
-  poisson = ops.poisson_noise(x, key, p.poisson_scale, p.gray, size)
+  gauss = noise_lib.gaussian_noise(x, key, p.sigma, p.gray)
+  poisson = noise_lib.poisson_noise(x, key, p.poisson_scale, p.gray, size)
   return jnp.clip(jnp.where(p.poisson, poisson, gauss), 0.0, 1.0)
 
 
@@ -185,21 +185,21 @@ def apply(image: jax.Array, p: RealESRGANParams, key: jax.Array,
   # First round, from the full-size image.
   x = ops.filter2d(x, make(p.first.kernel))
   full = jnp.array([h, w])
-  x = ops.resize(x, full, p.first.size, p.first.mode, c1, scale=p.first.scale)
+  x = resizing.resize(x, full, p.first.size, p.first.mode, c1, scale=p.first.scale)
   x = _noise(x, k1, p.first, p.first.size)
   x = _jpeg(x, p.first.quality, p.first.size)
   # Second round, on the first canvas.
   blurred = ops.filter2d(x, make(p.second.kernel), size=p.first.size)
   x = jnp.where(p.second.blur_on, blurred, x)
-  x = ops.resize(x, p.first.size, p.second.size, p.second.mode, c2)
+  x = resizing.resize(x, p.first.size, p.second.size, p.second.mode, c2)
   x = _noise(x, k2, p.second, p.second.size)
   # Final sinc filter, JPEG and the resize to H/4 in one of two orders.
-  to_final = lambda y, size: ops.resize(y, size, jnp.array(final), p.final_mode, final)
+  to_final = lambda y, size: resizing.resize(y, size, jnp.array(final), p.final_mode, final)
   sinc = make(p.final_kernel)
   sinc_then_jpeg = _jpeg(jnp.clip(ops.filter2d(to_final(x, p.second.size), sinc), 0, 1),
                          p.second.quality, jnp.array(final))
   jpeg_then_sinc = ops.filter2d(
       to_final(_jpeg(x, p.second.quality, p.second.size), p.second.size), sinc)
   lq = ops.quantize_uint8(jnp.where(p.sinc_first, sinc_then_jpeg, jpeg_then_sinc))
-  up = ops.resize(lq, jnp.array(final), full, BICUBIC, (h, w))
+  up = resizing.resize(lq, jnp.array(final), full, resizing.BICUBIC, (h, w))
   return jnp.clip(up, 0.0, 1.0)
