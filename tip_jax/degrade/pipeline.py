@@ -100,6 +100,7 @@ def parse_restoration_prompt(text: str, config: DegradeConfig = DegradeConfig()
   `prompts.PromptError` naming the clause for unknown wording or out-of-range values.
   """
   stages = prompts.parse(text, config.tip.ranges, config.tip.defaults)
+  # Every example carries both pipelines' parameters; `pipeline` = TIP ignores these.
   filler = realesrgan.to_arrays([realesrgan.sample(np.random.default_rng(0), config.realesrgan,
                                                    config.size)])
   return DegradeParams(pipeline=np.asarray([TIP], np.int32),
