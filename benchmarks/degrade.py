@@ -79,16 +79,22 @@ def reference_realesrgan(gt, k1, k2, sinc, opt: realesrgan.RealESRGANConfig, bsr
 
 
 def reference_parameterized(gt, blur_kernels, cfg: parameterized.TIPConfig, bsr):
+  """The four stages, each with p = cfg.stage_prob (one draw per batch), then 8-bit."""
   process, deg, jpeger, _ = bsr
   h, w = gt.shape[2:]
-  out = process.filter2D(gt, blur_kernels)
-  f = random.uniform(*cfg.downsample)
-  small = F.interpolate(out, size=(int(h / f), int(w / f)), mode="area")
-  out = F.interpolate(small, size=(h, w), mode="bicubic")
-  out = deg.random_add_gaussian_noise_pt(out, sigma_range=[255 * s for s in cfg.noise_sigma],
-                                         clip=True, rounds=False, gray_prob=0)
-  q = out.new_zeros(out.size(0)).uniform_(*cfg.jpeg_quality)
-  out = jpeger(torch.clamp(out, 0, 1), quality=q)
+  out = gt
+  if random.random() < cfg.stage_prob:
+    out = process.filter2D(out, blur_kernels)
+  if random.random() < cfg.stage_prob:
+    f = random.uniform(*cfg.downsample)
+    small = F.interpolate(out, size=(int(h / f), int(w / f)), mode="area")
+    out = F.interpolate(small, size=(h, w), mode="bicubic")
+  if random.random() < cfg.stage_prob:
+    out = deg.random_add_gaussian_noise_pt(out, sigma_range=[255 * s for s in cfg.noise_sigma],
+                                           clip=True, rounds=False, gray_prob=0)
+  if random.random() < cfg.stage_prob:
+    q = out.new_zeros(out.size(0)).uniform_(*cfg.jpeg_quality)
+    out = jpeger(torch.clamp(out, 0, 1), quality=q)
   return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
 
 
@@ -122,7 +128,6 @@ def main() -> None:
   images = rng.uniform(0, 1, (b, s, s, 3)).astype(np.float32)
   gt = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
 
-  params, _ = sample_params(0, b, config)
   esr_cfg, tip_cfg = config.realesrgan, config.tip
   stack = lambda draws: torch.from_numpy(np.array(kernels.make_kernels(
       kernels.stack_kernels(draws))))
@@ -134,15 +139,11 @@ def main() -> None:
   blur = stack([kernels.gaussian_kernel_params(rng.uniform(*tip_cfg.blur_sigma))
                 for _ in range(b)])
 
-  keys = lambda p: jax.vmap(jax.random.key)(p.noise_seed)
-  esr_jit = jax.jit(jax.vmap(lambda x, p, k: realesrgan.apply(x, p, k, esr_cfg)))
-  tip_jit = jax.jit(jax.vmap(lambda x, p, k: parameterized.apply(x, p, k, tip_cfg)))
-  mix_jit = jax.jit(degrade)
-  ours = {
-      "realesrgan": lambda: esr_jit(images, params.realesrgan, keys(params)).block_until_ready(),
-      "parameterized": lambda: tip_jit(images, params.tip, keys(params)).block_until_ready(),
-      "mixed_degrade": lambda: mix_jit(images, params).block_until_ready(),
-  }
+  run = jax.jit(degrade)
+  ours = {}
+  for name, prob in (("realesrgan", 1.0), ("parameterized", 0.0), ("mixed_degrade", 0.5)):
+    params, _ = sample_params(0, b, dataclasses.replace(config, realesrgan_prob=prob))
+    ours[name] = lambda p=params: run(images, p).block_until_ready()
   with torch.no_grad():
     ref = {
         "realesrgan": lambda: reference_realesrgan(gt, k1, k1, sinc, esr_cfg, bsr),
@@ -156,7 +157,7 @@ def main() -> None:
     report["reference"][name] = round(value, 2)
     report["ratio"][name] = round(report["ours"][name] / value, 2)
   report["config"] = {"size": s, "batch": b, "repeats": args.repeats, "preset": "x4plus",
-                      "usm": esr_cfg.usm,
+                      "usm": esr_cfg.usm, "loop": config.loop,
                       "canvases": esr_cfg.canvases(s, s)}
   report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "jax": jax.__version__, "torch": torch.__version__,

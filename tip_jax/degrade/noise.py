@@ -16,8 +16,20 @@ def _as_flag(gray: Array | bool | float) -> Array:
   return jnp.asarray(gray, jnp.float32) > 0.5
 
 
+def _draw(sample, key: Array, shape: tuple[int, ...], field: tuple[int, int] | None) -> Array:
+  """`sample(key, shape)`, drawn on a `field` (H, W) >= shape and cropped to it.
+
+  Random bits are counter-based, so a pixel's value depends on the draw's shape.
+  Drawing on one fixed field makes the noise at a content pixel independent of the
+  canvas the content happens to sit on (`pipeline.degrade`'s bucketed canvases).
+  """
+  if field is None:
+    return sample(key, shape)
+  return sample(key, (*field, shape[-1]))[:shape[0], :shape[1]]
+
+
 def gaussian_noise(image: Array, key: Array, sigma: Array | float,
-                   gray: Array | bool | float) -> Array:
+                   gray: Array | bool | float, field: tuple[int, int] | None = None) -> Array:
   """image + N(0, 1) * sigma, colour (per channel) or gray (one field for all channels).
 
   sigma is in [0, 1] units (BasicSR's sigma / 255). The gray field is channel 0 of
@@ -25,7 +37,7 @@ def gaussian_noise(image: Array, key: Array, sigma: Array | float,
   (BasicSR draws one gray field per *batch*, broadcast to every sample; here each
   example has its own, which is what the per-sample sigma suggests was intended.)
   """
-  n = jax.random.normal(key, image.shape, jnp.float32)
+  n = _draw(lambda k, shape: jax.random.normal(k, shape, jnp.float32), key, image.shape, field)
   n = jnp.where(_as_flag(gray), jnp.broadcast_to(n[..., :1], n.shape), n)
   return image + n * jnp.asarray(sigma, jnp.float32)
 
@@ -89,7 +101,8 @@ def poisson_cdf_table(vals: Array) -> Array:
   return cdf / cdf[:, -1:]
 
 
-def _poisson_by_inversion(key: Array, levels: Array, vals: Array) -> Array:
+def _poisson_by_inversion(key: Array, levels: Array, vals: Array,
+                          field: tuple[int, int] | None = None) -> Array:
   """Poisson(levels / 255 * vals) counts by inverting a per-level CDF table.
 
   `jax.random.poisson` runs a Knuth loop and a rejection loop over the whole array
@@ -99,7 +112,7 @@ def _poisson_by_inversion(key: Array, levels: Array, vals: Array) -> Array:
   (up to the table's float32 error above) in ~40x less time.
   """
   table = poisson_cdf_table(vals).reshape(-1)
-  u = jax.random.uniform(key, levels.shape, jnp.float32)
+  u = _draw(lambda k, shape: jax.random.uniform(k, shape, jnp.float32), key, levels.shape, field)
   base = levels * _POISSON_TABLE_LEN
   count = jnp.zeros(levels.shape, jnp.int32)
   step = _POISSON_TABLE_LEN // 2
@@ -110,8 +123,13 @@ def _poisson_by_inversion(key: Array, levels: Array, vals: Array) -> Array:
   return count
 
 
+def _pad_to(x: Array, shape: tuple[int, ...]) -> Array:
+  return jnp.pad(x, [(0, t - n) for n, t in zip(x.shape, shape)])
+
+
 def poisson_noise(image: Array, key: Array, scale: Array | float, gray: Array | bool | float,
-                  size: SizeLike | None = None, method: str = "table") -> Array:
+                  size: SizeLike | None = None, method: str = "table",
+                  field: tuple[int, int] | None = None) -> Array:
   """image + scale * (Poisson(q * vals) / vals - q), BasicSR `generate_poisson_noise_pt`.
 
   q = clamp(round(x * 255), 0, 255) / 255 of the image (colour: per channel; gray: of
@@ -122,6 +140,7 @@ def poisson_noise(image: Array, key: Array, scale: Array | float, gray: Array | 
   method: "table" (default; CDF inversion, see `_poisson_by_inversion`) or "jax"
   (`jax.random.poisson`, ~40x slower on CPU; non-content rates are zeroed so its
   loops stay short and finite). Both sample the same distribution.
+  field: draw the random numbers on this static (H, W) and crop (see `_draw`).
   """
   h, w = content_size(size, image.shape)
   mask = content_mask(image.shape, (h, w))
@@ -135,9 +154,10 @@ def poisson_noise(image: Array, key: Array, scale: Array | float, gray: Array | 
   q = levels.astype(jnp.float32) / 255.0
   vals = jnp.where(flag, vals_gray, vals_color)
   if method == "table":
-    counts = _poisson_by_inversion(key, levels, vals)
+    counts = _poisson_by_inversion(key, levels, vals, field)
   elif method == "jax":
-    counts = jax.random.poisson(key, q * vals, image.shape)
+    counts = _draw(lambda k, shape: jax.random.poisson(k, _pad_to(q * vals, shape), shape),
+                   key, image.shape, field)
   else:
     raise ValueError(f"unknown poisson method {method!r}: expected 'table' or 'jax'")
   noise = counts.astype(jnp.float32) / vals - q

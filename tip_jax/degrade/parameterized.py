@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from tip_jax.degrade import jpeg, kernels, ops, prompts, resizing
 from tip_jax.degrade import noise as noise_lib
@@ -95,19 +96,32 @@ def from_arrays(params: TIPParams) -> list[prompts.Stages]:
 
 
 def apply(image: jax.Array, p: TIPParams, key: jax.Array, config: TIPConfig) -> jax.Array:
-  """One example (H, W, 3) in [0, 1] -> degraded, same size, 8-bit levels."""
+  """One example (H, W, 3) in [0, 1] -> degraded, same size, 8-bit levels.
+
+  Each stage is a `lax.cond` on its flag: a skipped stage returns its input exactly,
+  and under `lax.map` (see `pipeline.degrade`) it costs nothing.
+  """
   h, w = image.shape[:2]
-  kernel = kernels.make_kernel(kernels.KINDS.index("iso"), kernels.KERNEL_SIZE, p.blur_sigma,
-                               p.blur_sigma, 0.0, 1.0, 0.0)
-  x = jnp.where(p.blur_on, ops.filter2d(image, kernel), image)   # skipped: exactly x
-  factor = jnp.where(p.down_on, p.downsample, 1.0)
-  small = jnp.stack([resizing.output_size_for_scale(h, 1.0 / factor),
-                     resizing.output_size_for_scale(w, 1.0 / factor)])
   full = jnp.array([h, w])
-  x = resizing.resize(x, full, small, config.down_mode, (h, w))
-  x = resizing.resize(x, small, full, config.up_mode, (h, w))
-  noisy = noise_lib.gaussian_noise(x, key, jnp.where(p.noise_on, p.noise_sigma, 0.0), False)
-  x = jnp.clip(noisy, 0.0, 1.0)
-  compressed = jpeg.diff_jpeg(x[None], p.jpeg_quality[None])[0]
-  x = jnp.where(p.jpeg_on, compressed, x)
+
+  def blur(x):
+    kernel = kernels.make_kernel(kernels.KINDS.index("iso"), kernels.KERNEL_SIZE, p.blur_sigma,
+                                 p.blur_sigma, 0.0, 1.0, 0.0)
+    return ops.filter2d(x, kernel)
+
+  def down_up(x):
+    small = jnp.stack([resizing.output_size_for_scale(n, 1.0 / p.downsample) for n in (h, w)])
+    x = resizing.resize(x, full, small, config.down_mode, (h, w))
+    return resizing.resize(x, small, full, config.up_mode, (h, w))
+
+  def noise(x):
+    return jnp.clip(noise_lib.gaussian_noise(x, key, p.noise_sigma, False), 0.0, 1.0)
+
+  def compress(x):
+    return jpeg.diff_jpeg(x[None], p.jpeg_quality[None])[0]
+
+  x = image
+  for on, stage in ((p.blur_on, blur), (p.down_on, down_up), (p.noise_on, noise),
+                    (p.jpeg_on, compress)):
+    x = lax.cond(on, stage, lambda y: y, x)
   return ops.quantize_uint8(x)

@@ -30,6 +30,12 @@ class DegradeConfig:
 
   size: tuple[int, int] = (512, 512)
   realesrgan_prob: float = 0.5
+  # How examples are looped on device: "vmap" (one batched program; both sides of each
+  # per-example choice are computed and selected — best on GPU/TPU), "map" (`lax.map`:
+  # one example at a time, only the chosen branches run, and the Real-ESRGAN chain
+  # uses the large canvas only when the first resize upscales — best on CPU), or
+  # "auto" (map on CPU, vmap elsewhere). Results agree to float32 op-order effects.
+  loop: str = "auto"
   tip: parameterized.TIPConfig = parameterized.TIPConfig()
   realesrgan: realesrgan.RealESRGANConfig = realesrgan.RealESRGANConfig.x4plus()
 
@@ -114,14 +120,24 @@ def degrade(images: jax.Array, params: DegradeParams) -> jax.Array:
   if tuple(images.shape[1:3]) != tuple(config.size):
     raise ValueError(f"images are {images.shape[1:3]}, the params were drawn for {config.size}")
 
-  def one(image, kind, seed, tip_p, esr_p):
-    key_tip, key_esr = jax.random.split(jax.random.key(seed))
-    clean_tip = parameterized.apply(image, tip_p, key_tip, config.tip)
-    blind = realesrgan.apply(image, esr_p, key_esr, config.realesrgan)
-    return jnp.where(kind == REALESRGAN, blind, clean_tip)
+  loop = config.loop
+  if loop == "auto":
+    loop = "map" if jax.default_backend() == "cpu" else "vmap"
+  if loop not in ("map", "vmap"):
+    raise ValueError(f"DegradeConfig.loop={loop!r}: expected 'auto', 'map' or 'vmap'")
 
-  return jax.vmap(one)(images.astype(jnp.float32), params.pipeline, params.noise_seed,
-                       params.tip, params.realesrgan)
+  def one(args):
+    image, kind, seed, tip_p, esr_p = args
+    key_tip, key_esr = jax.random.split(jax.random.key(seed))
+    return jax.lax.cond(
+        kind == REALESRGAN,
+        lambda: realesrgan.apply(image, esr_p, key_esr, config.realesrgan,
+                                 bucketed=loop == "map"),
+        lambda: parameterized.apply(image, tip_p, key_tip, config.tip))
+
+  args = (images.astype(jnp.float32), params.pipeline, params.noise_seed, params.tip,
+          params.realesrgan)
+  return jax.lax.map(one, args) if loop == "map" else jax.vmap(one)(args)
 
 
 def degrade_sharded(images: jax.Array, params: DegradeParams, mesh: Mesh,

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from tip_jax.degrade import jpeg, kernels, ops, resizing
 from tip_jax.degrade import noise as noise_lib
@@ -160,10 +161,10 @@ def to_arrays(draws: list[dict]) -> RealESRGANParams:
       final_kernel=kernels.stack_kernels([d["final_kernel"] for d in draws]))
 
 
-def _noise(x, key, p: StageParams, size):
-  gauss = noise_lib.gaussian_noise(x, key, p.sigma, p.gray)
-  poisson = noise_lib.poisson_noise(x, key, p.poisson_scale, p.gray, size)
-  return jnp.clip(jnp.where(p.poisson, poisson, gauss), 0.0, 1.0)
+def _noise(x, key, p: StageParams, size, field):
+  gauss = lambda: noise_lib.gaussian_noise(x, key, p.sigma, p.gray, field)
+  poisson = lambda: noise_lib.poisson_noise(x, key, p.poisson_scale, p.gray, size, field=field)
+  return jnp.clip(lax.cond(p.poisson, poisson, gauss), 0.0, 1.0)
 
 
 def _jpeg(x, quality, size):
@@ -174,32 +175,50 @@ def _jpeg(x, quality, size):
 
 
 def apply(image: jax.Array, p: RealESRGANParams, key: jax.Array,
-          config: RealESRGANConfig) -> jax.Array:
-  """One example (H, W, 3) in [0, 1] -> the LQ image brought back to (H, W), in [0, 1]."""
+          config: RealESRGANConfig, bucketed: bool = False) -> jax.Array:
+  """One example (H, W, 3) in [0, 1] -> the LQ image brought back to (H, W), in [0, 1].
+
+  Alternatives (noise type, second blur, final order) are `lax.cond`s: under vmap
+  they become selects that compute both sides, under `lax.map` only the taken side
+  runs. `bucketed` (for `lax.map`) also runs the rest of the chain on an (H, W)
+  canvas unless the first resize upscales, instead of always on the larger canvas.
+  """
   h, w = image.shape[:2]
   c1, c2 = config.canvases(h, w)
-  final = (h // config.scale, w // config.scale)
   k1, k2 = jax.random.split(key)
   x = ops.usm_sharp(image) if config.usm else image
+  x = ops.filter2d(x, kernels.make_kernel(**p.first.kernel))
+  rest = lambda canvas: lambda: _after_first_blur(x, p, (k1, k2), config, canvas, c1, c2)
+  if not bucketed:
+    return rest(c1)()
+  small = tuple(16 * math.ceil(n / 16) for n in (h, w))
+  return lax.cond(p.first.scale > 1.0, rest(c1), rest(small))
+
+
+def _after_first_blur(x, p: RealESRGANParams, keys, config: RealESRGANConfig,
+                      canvas: tuple[int, int], c1: tuple[int, int],
+                      c2: tuple[int, int]) -> jax.Array:
+  """The chain after the first blur; `canvas` (<= c1) holds the first resize's output,
+  the noise is drawn on c1 whatever the canvas, so both buckets give the same image."""
+  h, w = x.shape[:2]
+  final = (h // config.scale, w // config.scale)
   make = lambda k: kernels.make_kernel(**k)
-  # First round, from the full-size image.
-  x = ops.filter2d(x, make(p.first.kernel))
   full = jnp.array([h, w])
-  x = resizing.resize(x, full, p.first.size, p.first.mode, c1, scale=p.first.scale)
-  x = _noise(x, k1, p.first, p.first.size)
+  x = resizing.resize(x, full, p.first.size, p.first.mode, canvas, scale=p.first.scale)
+  x = _noise(x, keys[0], p.first, p.first.size, c1)
   x = _jpeg(x, p.first.quality, p.first.size)
   # Second round, on the first canvas.
-  blurred = ops.filter2d(x, make(p.second.kernel), size=p.first.size)
-  x = jnp.where(p.second.blur_on, blurred, x)
+  x = lax.cond(p.second.blur_on,
+               lambda: ops.filter2d(x, make(p.second.kernel), size=p.first.size), lambda: x)
   x = resizing.resize(x, p.first.size, p.second.size, p.second.mode, c2)
-  x = _noise(x, k2, p.second, p.second.size)
+  x = _noise(x, keys[1], p.second, p.second.size, c2)
   # Final sinc filter, JPEG and the resize to H/4 in one of two orders.
   to_final = lambda y, size: resizing.resize(y, size, jnp.array(final), p.final_mode, final)
   sinc = make(p.final_kernel)
-  sinc_then_jpeg = _jpeg(jnp.clip(ops.filter2d(to_final(x, p.second.size), sinc), 0, 1),
-                         p.second.quality, jnp.array(final))
-  jpeg_then_sinc = ops.filter2d(
+  sinc_then_jpeg = lambda: _jpeg(jnp.clip(ops.filter2d(to_final(x, p.second.size), sinc), 0, 1),
+                                 p.second.quality, jnp.array(final))
+  jpeg_then_sinc = lambda: ops.filter2d(
       to_final(_jpeg(x, p.second.quality, p.second.size), p.second.size), sinc)
-  lq = ops.quantize_uint8(jnp.where(p.sinc_first, sinc_then_jpeg, jpeg_then_sinc))
+  lq = ops.quantize_uint8(lax.cond(p.sinc_first, sinc_then_jpeg, jpeg_then_sinc))
   up = resizing.resize(lq, jnp.array(final), full, resizing.BICUBIC, (h, w))
   return jnp.clip(up, 0.0, 1.0)
