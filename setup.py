@@ -29,6 +29,7 @@ setup(
             "transformers>=5",
             "opencv-python-headless",  # BasicSR's degradation code imports cv2
             "scipy",
+            "setuptools",  # builds BasicSR's sdist with --no-build-isolation (see .ci/run)
         ],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
