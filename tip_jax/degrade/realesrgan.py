@@ -169,9 +169,8 @@ def _noise(x, key, p: StageParams, size, field):
 
 def _jpeg(x, quality, size):
   """DiffJPEG of the content, which sits on a zero-filled canvas (BasicSR's zero pad)."""
-  rows = jnp.arange(x.shape[0])[:, None, None] < size[0]
-  cols = jnp.arange(x.shape[1])[None, :, None] < size[1]
-  return jpeg.diff_jpeg(jnp.where(rows & cols, x, 0.0)[None], quality[None])[0]
+  masked = jnp.where(ops.content_mask(x.shape, size), x, 0.0)
+  return jpeg.diff_jpeg(masked[None], quality[None])[0]
 
 
 def apply(image: jax.Array, p: RealESRGANParams, key: jax.Array,

@@ -18,7 +18,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags, logging
+from absl import app, flags
 from flax.traverse_util import flatten_dict
 
 from tip_jax.convert.diffusers import CheckpointError, load_backbone
@@ -106,7 +106,6 @@ def main(argv: list[str]) -> None:
     if unet_params is None:
       unet_params = params_lib.init_params(unet, jax.random.key(0))
     report["identity_at_init"] = identity_forward(unet, unet_params, text_dim)
-  logging.info("done")
   print(json.dumps(report, indent=2))
 
 

@@ -99,10 +99,6 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(lead, *([None] * (ndim - 1))))
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec())
-
-
 def bytes_per_device(tree: Any) -> int:
   """Largest per-device footprint of a tree of sharded arrays (for logs and tests)."""
   per_device: dict[Any, int] = {}
