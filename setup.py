@@ -11,6 +11,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["tip_jax", "tip_jax.*"]),
+    # CLIP's BPE table (MIT), for the tiny config's tokenizer: see third_party/clip_bpe.
+    data_files=[("share/tip_jax/clip_bpe", ["third_party/clip_bpe/bpe_simple_vocab_16e6.txt.gz",
+                                           "third_party/clip_bpe/LICENSE"])],
     install_requires=[
         "absl-py",
         "flax>=0.12,<0.13",

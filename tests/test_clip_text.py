@@ -177,3 +177,12 @@ def test_load_tokenizer_errors(tmp_path):
   (tmp_path / "vocab.json").write_text("{}")
   with pytest.raises(convert.CheckpointError, match="missing merges.txt"):
     tok_lib.load_tokenizer(str(tmp_path))
+
+
+def test_bundled_tokenizer_is_clips_vocabulary():
+  """The BPE table shipped in third_party gives CLIP's ids (the tiny config relies on it)."""
+  from tip_jax.models.tokenizer import bundled_bpe_path, bundled_tokenizer, tokenize
+  with open(bundled_bpe_path(), "rb") as a, open(BPE, "rb") as b:
+    assert a.read() == b.read()
+  ids = tokenize(bundled_tokenizer(), ["a photo of a cat"])[0]
+  np.testing.assert_array_equal(ids[:8], [49406, 320, 1125, 539, 320, 2368, 49407, 49407])

@@ -8,9 +8,12 @@ so using the checkpoint's own tokenizer folder matters.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
+import sys
+import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +23,7 @@ from tip_jax.convert.diffusers import CheckpointError
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 _NUM_MERGES = 49152 - 256 - 2  # CLIP's vocabulary size before byte and special symbols
 _REQUIRED = ("vocab.json", "merges.txt")
+_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 
 
 def load_tokenizer(folder: str):
@@ -47,6 +51,38 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int = 77) -> np.ndarra
   ids = tokenizer(list(texts), padding="max_length", max_length=max_length, truncation=True,
                   return_tensors="np")["input_ids"]
   return np.asarray(ids, dtype=np.int32)
+
+
+def bundled_bpe_path() -> str:
+  """CLIP's BPE table shipped in `third_party/clip_bpe` (a source checkout or the install)."""
+  candidates = [
+      os.path.join(os.path.dirname(__file__), "..", "..", "third_party", "clip_bpe", _BPE_FILE),
+      os.path.join(sys.prefix, "share", "tip_jax", "clip_bpe", _BPE_FILE),
+  ]
+  for path in candidates:
+    if os.path.isfile(path):
+      return os.path.normpath(path)
+  raise CheckpointError(f"CLIP's {_BPE_FILE} is not bundled with this install (looked in "
+                        f"{', '.join(map(os.path.normpath, candidates))})")
+
+
+@functools.cache
+def bundled_tokenizer(pad_token: str = EOT):
+  """A `CLIPTokenizer` for the real CLIP vocabulary, from the bundled BPE table.
+
+  For the tiny config and demos, which have no checkpoint folder. The folder is built
+  once per machine under the temp dir (renamed into place, so concurrent workers agree).
+  """
+  name = "tip_jax_clip_tokenizer_" + ("eot" if pad_token == EOT else f"{ord(pad_token[0]):x}")
+  folder = os.path.join(tempfile.gettempdir(), name)
+  if not os.path.isfile(os.path.join(folder, "merges.txt")):
+    staging = tempfile.mkdtemp(prefix=name + "_")
+    write_tokenizer_folder(bundled_bpe_path(), staging, pad_token)
+    try:
+      os.rename(staging, folder)
+    except OSError:  # another process got there first; its folder is identical
+      pass
+  return load_tokenizer(folder)
 
 
 def bytes_to_unicode() -> dict[int, str]:
