@@ -16,12 +16,18 @@ setup(
                                            "third_party/clip_bpe/LICENSE"])],
     install_requires=[
         "absl-py",
+        "array_record>=0.8",
         "flax>=0.12,<0.13",
+        "grain>=0.2.18,<0.3",
         "jax>=0.10,<0.11",
         "ml_dtypes",
+        "msgpack",
         "numpy",
+        "orbax-checkpoint>=0.12,<0.13",  # also registers Grain's iterator checkpoint args
         "Pillow",
         "safetensors",
+        "scikit-image",  # the demo data source: photographs bundled in the package
+        "tqdm",
         "transformers>=5",  # the CLIP tokenizer only; there are no Flax models in it
     ],
     extras_require={
@@ -33,6 +39,7 @@ setup(
             "opencv-python-headless",  # BasicSR's degradation code imports cv2
             "scipy",
             "setuptools",  # builds BasicSR's sdist with --no-build-isolation (see .ci/run)
+            "tensorflow-datasets",  # TFDS data sources (the tests also need tensorflow)
         ],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
@@ -40,5 +47,6 @@ setup(
     entry_points={"console_scripts": [
         "tip-models=tip_jax.models.summary:run",
         "tip-degrade=tip_jax.degrade.cli:run",
+        "tip-prepare=tip_jax.data.prepare:run",
     ]},
 )
