@@ -74,8 +74,11 @@ def test_same_seed_same_batches_and_dropout(tokenizer, photos):
   other = next(_iterator(tokenizer, photos, seed=1))
   assert not np.array_equal(other["index"], first[0]["index"])
   # The second epoch is reshuffled and re-augmented.
-  epoch1 = np.concatenate([x["index"] for x in first])[:10]
-  assert sorted(epoch1) == list(range(10))
+  order = np.concatenate([x["index"] for x in first])
+  seeds = np.concatenate([x["degrade"]["noise_seed"] for x in first])
+  assert sorted(order[:10]) == list(range(10)) and list(order[10:]) != list(order[:6])
+  for i in range(10, 16):
+    assert seeds[i] != seeds[list(order[:10]).index(order[i])]
   dropped = next(_iterator(tokenizer, photos, semantic_dropout=1.0))
   assert list(dropped["semantic_prompt"]) == [""] * 4
 
