@@ -1,9 +1,10 @@
 """Stored image bytes -> a square uint8 RGB crop, surviving whatever a web crawl holds.
 
-Bad files are an expected part of large image-text sets, so nothing here raises for
-them: `BadData` names why a record was skipped (its `reason` is a stat name), and
-`crop` reports the fixes it made (mode conversions, upscaling, draft-decoding of huge
-files) as events. The pipeline counts both so that they reach the trainer's metrics.
+Bad files are an expected part of large image-text sets, so every way a file can fail
+becomes one exception, `BadData`, whose `reason` (a stat name) says why the record is
+skipped; `crop` reports the fixes it made (mode conversions, upscaling, draft-decoding
+of huge files) as events. The pipeline counts both so that they reach the trainer's
+metrics.
 """
 
 from __future__ import annotations
