@@ -83,3 +83,12 @@ def test_clip_sample_is_honoured():
 def test_unknown_sampler():
   with pytest.raises(ValueError, match="unknown sampler"):
     samplers.make_plan(Schedule.sd(), 10, "euler")
+
+
+@pytest.mark.parametrize("sampler", sorted(REFERENCES))
+def test_strength_runs_the_tail_and_restarts_the_solver(sampler):
+  full = samplers.make_plan(Schedule.sd(), 20, sampler)
+  tail = samplers.make_plan(Schedule.sd(), 20, sampler, strength=0.3)
+  np.testing.assert_array_equal(tail.timesteps, full.timesteps[-6:])
+  np.testing.assert_array_equal(tail.update[1:], full.update[-5:])
+  assert tail.update[0, 2] == 0  # no x̂0 history on the first step run

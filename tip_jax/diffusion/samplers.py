@@ -69,14 +69,15 @@ def _plan(t: np.ndarray, alpha_bar: np.ndarray, prediction: str, update: np.ndar
               update=f32(update), clip_x0=clip)
 
 
-def ddim(schedule: Schedule, steps: int) -> Plan:
+def ddim(schedule: Schedule, steps: int, start: int = 0) -> Plan:
   """DDIM, η = 0: x' = sqrt(ᾱ_prev)·x̂0 + sqrt(1-ᾱ_prev)·ε̂.
 
   The previous timestep is t - T//steps whatever the spacing (as diffusers); below 0
   it is ᾱ = 1 with `set_alpha_to_one`, else ᾱ_0. x̂0 is clipped when the config asks.
+  `start` skips the first steps of the `steps`-step layout (img2img-style starts).
   """
   ac = np.asarray(schedule.alphas_cumprod, np.float64)
-  t = inference_timesteps(schedule, steps, schedule.timestep_spacing or "leading")
+  t = inference_timesteps(schedule, steps, schedule.timestep_spacing or "leading")[start:]
   prev = t - schedule.num_train_timesteps // steps
   final = 1.0 if schedule.set_alpha_to_one else ac[0]
   ac_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], final)
@@ -85,16 +86,16 @@ def ddim(schedule: Schedule, steps: int) -> Plan:
   return _plan(t, ac[t], schedule.prediction_type, update, schedule.clip_sample)
 
 
-def dpm_solver_pp_2m(schedule: Schedule, steps: int) -> Plan:
+def dpm_solver_pp_2m(schedule: Schedule, steps: int, start: int = 0) -> Plan:
   """DPM-Solver++(2M): multistep, second order in λ, data (x̂0) prediction.
 
-  The first step is first order (no history yet), and so is the last, which lands on
-  σ = 0 and returns x̂0 itself (diffusers' final_sigmas_type="zero"); that last
-  first-order step is what keeps few-step sampling stable.
+  The first step run is first order (no history yet), and so is the last, which lands
+  on σ = 0 and returns x̂0 itself (diffusers' final_sigmas_type="zero"); that last
+  first-order step is what keeps few-step sampling stable. `start` as in `ddim`.
   """
   ac = np.asarray(schedule.alphas_cumprod, np.float64)
   t = inference_timesteps(schedule, steps, schedule.timestep_spacing or "linspace",
-                          drop_endpoint=True)
+                          drop_endpoint=True)[start:]
   alpha, sigma = np.sqrt(ac[t]), np.sqrt(1 - ac[t])
   alpha_next = np.append(alpha[1:], 1.0)          # the step after the last lands on x̂0
   sigma_next = np.append(sigma[1:], 0.0)
@@ -112,14 +113,20 @@ def dpm_solver_pp_2m(schedule: Schedule, steps: int) -> Plan:
   return _plan(t, ac[t], schedule.prediction_type, np.asarray(rows))
 
 
-SAMPLERS: dict[str, Callable[[Schedule, int], Plan]] = {
+SAMPLERS: dict[str, Callable[[Schedule, int, int], Plan]] = {
     "ddim": ddim, "dpmpp_2m": dpm_solver_pp_2m}
 
 
-def make_plan(schedule: Schedule, steps: int, sampler: str = "ddim") -> Plan:
+def make_plan(schedule: Schedule, steps: int, sampler: str = "ddim", strength: float = 1.0
+              ) -> Plan:
+  """The plan of `sampler`; with strength < 1 only the last round(strength·steps) steps
+  run (the caller starts them from its latent noised to `plan.timesteps[0]`)."""
   if sampler not in SAMPLERS:
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
-  return SAMPLERS[sampler](schedule, steps)
+  if not 0.0 < strength <= 1.0:
+    raise ValueError(f"strength must be in (0, 1], got {strength}")
+  run = max(1, min(steps, int(round(strength * steps))))
+  return SAMPLERS[sampler](schedule, steps, steps - run)
 
 
 def sample(denoise: Denoiser, x_T: Array, plan: Plan, trajectory: bool = False
