@@ -48,5 +48,7 @@ setup(
         "tip-models=tip_jax.models.summary:run",
         "tip-degrade=tip_jax.degrade.cli:run",
         "tip-prepare=tip_jax.data.prepare:run",
+        "tip-restore=tip_jax.cli.restore:run",
+        "tip-walk=tip_jax.cli.walk:run",
     ]},
 )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 
 import jax
 import numpy as np
 from absl import app, flags
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image
 
+from tip_jax.cli.images import ImageError, labelled_grid, read_rgb
 from tip_jax.degrade import pipeline, prompts
 from tip_jax.degrade.realesrgan import RealESRGANConfig
 
@@ -32,33 +32,13 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it exists."
 def load_crop(path: str, size: int) -> np.ndarray:
   """Centre square crop resized to `size`, float32 [0, 1]; SystemExit with one line on error."""
   try:
-    with Image.open(path) as im:
-      im = im.convert("RGB")
-  except FileNotFoundError:
-    sys.exit(f"tip-degrade: {path}: no such file")
-  except (UnidentifiedImageError, OSError) as e:
-    sys.exit(f"tip-degrade: {path}: not a readable image ({e})")
+    im = Image.fromarray(read_rgb(path))
+  except ImageError as e:
+    sys.exit(f"tip-degrade: {e}")
   side = min(im.size)
   left, top = (im.width - side) // 2, (im.height - side) // 2
   im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
   return np.asarray(im, np.float32) / 255.0
-
-
-def labelled_grid(tiles: list[np.ndarray], labels: list[str], columns: int = 4) -> Image.Image:
-  """Tiles in rows of `columns`, each with its wrapped label underneath."""
-  size = tiles[0].shape[0]
-  font = ImageFont.load_default(size=max(10, size // 20))
-  chars = max(12, int(size / (0.55 * font.size)))
-  wrapped = [textwrap.fill(label or "(no degradation named)", chars) for label in labels]
-  text_h = max(w.count("\n") + 1 for w in wrapped) * (font.size + 3) + 6
-  rows = -(-len(tiles) // columns)
-  grid = Image.new("RGB", (columns * size, rows * (size + text_h)), "white")
-  draw = ImageDraw.Draw(grid)
-  for i, (tile, text) in enumerate(zip(tiles, wrapped)):
-    x, y = (i % columns) * size, (i // columns) * (size + text_h)
-    grid.paste(Image.fromarray(np.round(np.clip(tile, 0, 1) * 255).astype(np.uint8)), (x, y))
-    draw.multiline_text((x + 4, y + size + 3), text, fill="black", font=font, spacing=3)
-  return grid
 
 
 def make_params(config: pipeline.DegradeConfig, n: int, prompt: str | None, seed: int):
@@ -91,7 +71,8 @@ def main(argv: list[str]) -> None:
   clean = load_crop(argv[1], _SIZE.value)
   images = np.repeat(clean[None], _N.value, axis=0)
   degraded = np.asarray(jax.jit(pipeline.degrade)(images, params))
-  grid = labelled_grid([clean, *degraded], ["clean", *texts])
+  grid = labelled_grid([clean, *degraded],
+                       ["clean", *(t or "(no degradation named)" for t in texts)])
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   grid.save(_OUT.value)
   print(f"wrote {_OUT.value}: {_N.value} degradations of {argv[1]}")

@@ -1,0 +1,75 @@
+"""Flags and set-up shared by `tip-restore` and `tip-walk`: the checkpoint, the sampling
+options, and loading a restorer with one clear line on failure."""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from tip_jax.convert.diffusers import CheckpointError
+from tip_jax.degrade import PromptError, prompts
+from tip_jax.diffusion import colorfix, samplers
+from tip_jax.restore import DEFAULT_GUIDANCE, TIPRestorer
+
+CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained TIP checkpoint (workdir).")
+OUT = flags.DEFINE_string("out", None, "tip-restore: the folder for the restored PNGs; "
+                          "tip-walk: the grid's PNG file (default walk.png).")
+SEMANTIC = flags.DEFINE_string("semantic", "", "Semantic prompt c_s (\"\" = none).")
+STEPS = flags.DEFINE_integer("steps", 50, "Sampling steps.")
+GUIDANCE = flags.DEFINE_float("guidance", DEFAULT_GUIDANCE, "Classifier-free guidance scale "
+                              "on the semantic prompt.")
+RESTORATION_GUIDANCE = flags.DEFINE_float("restoration_guidance", 1.0, "Guidance scale on "
+                                          "the restoration prompt (1 = off).")
+CONTROL_SCALE = flags.DEFINE_float("control_scale", 1.0, "ControlNet modulation strength.")
+SEED = flags.DEFINE_integer("seed", 0, "Noise seed; the same seed gives the same image.")
+SAMPLER = flags.DEFINE_enum("sampler", "ddim", sorted(samplers.SAMPLERS), "Sampler.")
+TILE = flags.DEFINE_integer("tile", None, "Tile side in pixels (default: the model's "
+                            "resolution; 0 = never tile).")
+TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", None, "Tile overlap in pixels "
+                                    "(default: tile / 4).")
+COLOR_FIX = flags.DEFINE_enum("color_fix", None, list(colorfix.METHODS), "Colour correction "
+                              "towards the input (default: none).")
+DEVICES = flags.DEFINE_integer("devices", None, "Spread tiles over this many devices.")
+OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+
+
+def canonical_prompt(text: str) -> str:
+  """The prompt with its clauses in pipeline order and values at the precision training
+  printed them; checks the wording only (the ranges are the checkpoint's, checked by
+  `load_restorer`). Raises PromptError."""
+  if text.lower().rstrip(" ;.") == prompts.BLIND_PROMPT.lower():
+    return prompts.BLIND_PROMPT
+  return prompts.parse(text, defaults={c.field: 1.0 for c in prompts.CLAUSES}).prompt()
+
+
+def check_prompt_wording(prog: str, text: str) -> None:
+  """Fails fast, before anything is loaded, on a prompt that cannot parse at all."""
+  try:
+    canonical_prompt(text)
+  except PromptError as e:
+    sys.exit(f"{prog}: restoration prompt: {e}")
+
+
+def load_restorer(prog: str, restoration_prompts: list[str]) -> TIPRestorer:
+  if not CHECKPOINT.value:
+    sys.exit(f"{prog}: --checkpoint is required")
+  try:
+    restorer = TIPRestorer.from_checkpoint(CHECKPOINT.value)
+  except (CheckpointError, FileNotFoundError) as e:
+    sys.exit(f"{prog}: cannot load checkpoint {CHECKPOINT.value}: {e}")
+  for text in restoration_prompts:
+    try:
+      restorer.upsample_factor(text)
+    except PromptError as e:
+      sys.exit(f"{prog}: restoration prompt: {e}")
+  return restorer
+
+
+def restore_options() -> dict:
+  """Keyword arguments of `TIPRestorer.restore` from the shared flags."""
+  return dict(semantic_prompt=SEMANTIC.value, steps=STEPS.value, guidance=GUIDANCE.value,
+              seed=SEED.value, sampler=SAMPLER.value,
+              restoration_guidance=RESTORATION_GUIDANCE.value,
+              control_scale=CONTROL_SCALE.value, tile=TILE.value,
+              tile_overlap=TILE_OVERLAP.value, color_fix=COLOR_FIX.value, devices=DEVICES.value)

@@ -1,0 +1,73 @@
+"""`tip-walk INPUT --checkpoint CKPT --out walk.png`: the paper's prompt-space walk.
+
+One input restored over a grid of two restoration strengths (Fig. 6 / Fig. 9): rows
+walk one clause ("Denoise with sigma {}"), columns another ("Deblur with sigma {}"),
+each cell's prompt is both clauses together, and every cell uses the same seed, so only
+the prompt changes across the grid. Saved as one labelled image, the input on top.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+from tqdm import tqdm
+
+from tip_jax.cli import common
+from tip_jax.cli.images import ImageError, labelled_grid, read_rgb, write_png
+from tip_jax.degrade import PromptError
+
+PROG = "tip-walk"
+_ROWS = flags.DEFINE_string("rows", "Denoise with sigma {}", "Row clause; {} takes a value.")
+_ROW_VALUES = flags.DEFINE_list("row_values", ["0.02", "0.06", "0.10"], "Row values.")
+_COLS = flags.DEFINE_string("cols", "Deblur with sigma {}", "Column clause; {} takes a value.")
+_COL_VALUES = flags.DEFINE_list("col_values", ["1.0", "2.0", "3.0"], "Column values.")
+
+
+def walk_prompts(rows: str, row_values: list[str], cols: str, col_values: list[str]
+                 ) -> list[list[str]]:
+  """The grid's prompts, each in canonical form (raises PromptError)."""
+  return [[common.canonical_prompt(f"{rows.format(r)}; {cols.format(c)};") for c in col_values]
+          for r in row_values]
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) != 2:
+    sys.exit(f"{PROG}: give exactly one INPUT image (usage: {PROG} INPUT --checkpoint CKPT "
+             "--out walk.png)")
+  out = common.OUT.value or "walk.png"
+  if os.path.exists(out) and not common.OVERWRITE.value:
+    sys.exit(f"{PROG}: {out} exists; pass --overwrite to replace it")
+  if "{}" not in _ROWS.value or "{}" not in _COLS.value:
+    sys.exit(f"{PROG}: --rows and --cols each need a {{}} where the value goes")
+  try:
+    grid = walk_prompts(_ROWS.value, _ROW_VALUES.value, _COLS.value, _COL_VALUES.value)
+  except PromptError as e:
+    sys.exit(f"{PROG}: restoration prompt: {e}")
+  cells = [p for line in grid for p in line]
+  restorer = common.load_restorer(PROG, cells)
+  try:
+    image = read_rgb(argv[1])
+  except ImageError as e:
+    sys.exit(f"{PROG}: {e}")
+
+  restored = [restorer.restore(image, restoration_prompt=p, **common.restore_options())
+              for p in tqdm(cells, desc=PROG, unit="cell", disable=None)]
+  size = restored[0].shape[1::-1]   # cells an upsampling clause makes bigger are shown
+  as_tile = lambda a: np.asarray(Image.fromarray(a).resize(size, Image.BICUBIC)) / 255.0  # noqa: E731
+  columns = len(grid[0])
+  header = [as_tile(image)] + [np.ones_like(as_tile(image))] * (columns - 1)
+  labels = [f"input: {os.path.basename(argv[1])}"] + [""] * (columns - 1) + cells
+  write_png(labelled_grid(header + [as_tile(a) for a in restored], labels, columns), out)
+  print(f"{PROG}: wrote {out}: {len(grid)}x{columns} restorations of {argv[1]}")
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
