@@ -34,6 +34,54 @@ def geometry(width: float) -> UNetConfig:
   return dataclasses.replace(UNetConfig.sd15(), block_out_channels=channels)
 
 
+def build_models(width: float, query_chunk: int | None):
+  """diffusers' SD1.5-geometry UNet + ControlNet (random, every ControlNet weight nudged
+  so the residual path is really exercised) and ours with the same weights.
+
+  Returns cfg, (ref_unet, ref_controlnet), (unet, controlnet), (unet_params, cn_params).
+  """
+  import diffusers  # test/benchmark-only reference
+  cfg = geometry(width)
+  torch.manual_seed(0)
+  ref_unet = diffusers.UNet2DConditionModel(
+      block_out_channels=cfg.block_out_channels, attention_head_dim=cfg.attention_head_dim,
+      cross_attention_dim=cfg.cross_attention_dim).eval()
+  ref_cn = diffusers.ControlNetModel.from_unet(ref_unet).eval()
+  with torch.no_grad():
+    for p in ref_cn.parameters():
+      p.add_(0.01 * torch.randn_like(p))
+  options = ModelOptions(attention_query_chunk=query_chunk or None)
+  unet = UNet2DConditionModel(cfg, options)
+  controlnet = ControlNetModel(ControlNetConfig(unet=cfg, conditioning="add", fusion="additive"),
+                               options)
+  numpy_state = lambda m: {k: v.numpy() for k, v in m.state_dict().items()}
+  unet_params = convert_state_dict(numpy_state(ref_unet), unet, "unet")
+  cn_params = convert_state_dict(numpy_state(ref_cn), controlnet, "controlnet")
+  return cfg, (ref_unet, ref_cn), (unet, controlnet), (unet_params, cn_params)
+
+
+def make_inputs(size: int, batch: int, cross_attention_dim: int):
+  """Noisy latents, text states and a [0, 1] conditioning image (NHWC, float32)."""
+  r = np.random.default_rng(0)
+  lat = size // 8
+  z = r.standard_normal((batch, lat, lat, 4), np.float32)
+  text = r.standard_normal((batch, 77, cross_attention_dim), np.float32)
+  cond = r.uniform(0, 1, (batch, size, size, 3)).astype(np.float32)
+  return z, text, cond
+
+
+def to_torch(x: np.ndarray) -> torch.Tensor:
+  """NHWC numpy -> NCHW torch (text states, 3-D, pass through unchanged)."""
+  x = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
+  return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def machine() -> dict:
+  return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
+          "torch": torch.__version__, "device": str(jax.devices()[0]),
+          "torch_threads": torch.get_num_threads()}
+
+
 def timed(fn, repeats: int) -> float:
   fn()  # warm-up (and compile)
   times = []
@@ -54,36 +102,16 @@ def main() -> None:
                       help="ModelOptions.attention_query_chunk (0 = off)")
   args = parser.parse_args()
 
-  import diffusers  # test/benchmark-only reference
-  cfg = geometry(args.width)
-  torch.manual_seed(0)
-  ref_unet = diffusers.UNet2DConditionModel(
-      block_out_channels=cfg.block_out_channels, attention_head_dim=cfg.attention_head_dim,
-      cross_attention_dim=cfg.cross_attention_dim).eval()
-  ref_cn = diffusers.ControlNetModel.from_unet(ref_unet).eval()
-  with torch.no_grad():   # non-zero zero-convs, so the residual path is really exercised
-    for p in ref_cn.parameters():
-      p.add_(0.01 * torch.randn_like(p))
-  options = ModelOptions(attention_query_chunk=args.query_chunk or None)
-  unet = UNet2DConditionModel(cfg, options)
-  controlnet = ControlNetModel(ControlNetConfig(unet=cfg, conditioning="add", fusion="additive"),
-                               options)
-  numpy_state = lambda m: {k: v.numpy() for k, v in m.state_dict().items()}
-  unet_params = convert_state_dict(numpy_state(ref_unet), unet, "unet")
-  cn_params = convert_state_dict(numpy_state(ref_cn), controlnet, "controlnet")
+  cfg, (ref_unet, ref_cn), (unet, controlnet), (unet_params, cn_params) = build_models(
+      args.width, args.query_chunk)
 
-  r = np.random.default_rng(0)
-  lat = args.size // 8
-  z = r.standard_normal((args.batch, lat, lat, 4), np.float32)
+  z, text, cond = make_inputs(args.size, args.batch, cfg.cross_attention_dim)
   t = np.full((args.batch,), 500)
-  text = r.standard_normal((args.batch, 77, cfg.cross_attention_dim), np.float32)
-  cond = r.uniform(0, 1, (args.batch, args.size, args.size, 3)).astype(np.float32)
 
   forward = jax.jit(lambda up, cp, *a: tip.predict(unet, controlnet, up, cp, *a))
   ours_fn = lambda: forward(unet_params, cn_params, z, t, text, text, cond).block_until_ready()
 
-  to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-  tz, tc, tt, ttext = to_t(z), to_t(cond), torch.from_numpy(t), torch.from_numpy(text)
+  tz, tc, tt, ttext = to_torch(z), to_torch(cond), torch.from_numpy(t), to_torch(text)
 
   def ref_fn():
     with torch.no_grad():
@@ -104,9 +132,7 @@ def main() -> None:
       "config": {"block_out_channels": cfg.block_out_channels, "size": args.size,
                  "batch": args.batch, "repeats": args.repeats,
                  "attention_query_chunk": args.query_chunk},
-      "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                  "jax": jax.__version__, "torch": torch.__version__,
-                  "device": str(jax.devices()[0]), "torch_threads": torch.get_num_threads()},
+      "machine": machine(),
   }, indent=2))
 
 
