@@ -144,4 +144,8 @@ def degrade_sharded(images: jax.Array, params: DegradeParams, mesh: Mesh,
                     batch_axes: str | tuple[str, ...] = ("data", "fsdp")) -> jax.Array:
   """`degrade` with the batch split over `batch_axes` of `mesh`, per device."""
   spec = PartitionSpec(batch_axes)
-  return jax.shard_map(degrade, mesh=mesh, in_specs=(spec, spec), out_specs=spec)(images, params)
+  # check_vma=False: under the "vmap" loop, `lax.cond` becomes a select that mixes the
+  # per-device arrays with replicated constants, which the varying-axes check rejects
+  # although every output row depends only on its own device's rows.
+  return jax.shard_map(degrade, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
+                       check_vma=False)(images, params)

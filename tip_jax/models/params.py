@@ -37,9 +37,16 @@ def logical_axes(module: nn.Module) -> PyTree:
   return nn.get_partition_spec(abstract_params(module))
 
 
+# Initialisation runs once, so on CPU its compile time is all that matters: LLVM's
+# optimisation passes take most of it (seconds per model) for no gain at run time.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
 def init_params(module: nn.Module, rng: jax.Array, batch: int = 1) -> PyTree:
   """Randomly initialised, unboxed params."""
-  return nn.meta.unbox(jax.jit(_init_fn(module, batch))(rng))
+  lowered = jax.jit(_init_fn(module, batch)).lower(rng)
+  options = _FAST_COMPILE if jax.default_backend() == "cpu" else None
+  return nn.meta.unbox(lowered.compile(options)(rng))
 
 
 def count_params(tree: PyTree) -> int:

@@ -106,3 +106,9 @@ def bytes_per_device(tree: Any) -> int:
     for shard in leaf.addressable_shards:
       per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
   return max(per_device.values(), default=0)
+
+
+def abstract(tree: Any, shardings: Any, dtype: Any = None) -> Any:
+  """ShapeDtypeStructs carrying shardings: what AOT lowering and Orbax restore take."""
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype, sharding=sh),
+                      tree, shardings)

@@ -1,0 +1,135 @@
+"""TIP training configs: `--config configs/tip.py:<base>[,<ablation>...]`.
+
+Bases
+  tiny   CPU, the embedded demo photographs, a tiny random backbone (or
+         `--config.model.backbone=/path/to/sd` for a real one); minutes on a laptop.
+           tip-train --config configs/tip.py:tiny --workdir /tmp/tip_tiny
+  sd15   Stable Diffusion 1.5 from a local diffusers folder, 512², the paper's recipe.
+           tip-train --config configs/tip.py:sd15 --workdir gs://bucket/tip_sd15 \
+             --config.model.backbone=/data/sd15 \
+             --config.data.source='arrayrecord:/data/webli/*.array_record'
+  sd21   Stable Diffusion 2.1 (v-prediction, 768-pixel base; trained at 512² here).
+           tip-train --config configs/tip.py:sd21 --workdir ... --config.model.backbone=/data/sd21
+
+Ablations (the paper's Tab. 5/6; append to a base, default base sd15)
+  controlnet_sr  additive fusion and no prompts: the ControlNet-SR baseline.
+                   tip-train --config configs/tip.py:sd15,controlnet_sr --workdir ...
+  no_params      restoration prompts name the degradations without their strengths.
+                   tip-train --config configs/tip.py:sd15,no_params --workdir ...
+  modulate_up    modulation on the skips and on the decoder features (Tab. 6, last row).
+                   tip-train --config configs/tip.py:sd15,modulate_up --workdir ...
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+BASES = ("tiny", "sd15", "sd21")
+ABLATIONS = ("controlnet_sr", "no_params", "modulate_up")
+
+
+def _base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 100_000
+  c.batch_size = 256            # global, over all hosts
+  c.grad_accum_steps = 1        # the batch is split into this many sequential micro-batches
+
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = ""         # diffusers SD folder; "" = random backbone of `geometry`
+  c.model.geometry = "sd15"     # tiny | sd15 | sd21 (only used without a backbone folder)
+  c.model.fusion = "modulate_skip"
+  c.model.dtype = "bfloat16"    # compute dtype of every model
+  c.model.remat_policy = ""     # "" or a jax.checkpoint_policies name, e.g. nothing_saveable
+  c.model.attention_impl = ""   # "" (JAX picks), "xla" or "cudnn"
+  c.model.attention_query_chunk = 0
+
+  # Which prompts the models see; the ControlNet-SR ablation turns both off.
+  c.prompts = ml_collections.ConfigDict()
+  c.prompts.semantic = True
+  c.prompts.restoration = True
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "demo"
+  c.data.resolution = 512
+  c.data.semantic_dropout = 0.1
+  c.data.max_zoom = 1.0         # crops cover 1/max_zoom .. all of an image's short side
+  c.data.num_workers = 8        # Grain worker processes per host (0 = in the trainer)
+  c.data.read_threads = 4
+  c.data.prefetch_buffer = 2
+
+  c.degrade = ml_collections.ConfigDict()
+  c.degrade.realesrgan_prob = 0.5
+  c.degrade.with_values_prob = 0.5  # restoration prompts that carry strengths
+  c.degrade.loop = "auto"
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 5e-5             # peak
+  c.optim.warmup_steps = 1000
+  c.optim.schedule = "constant"  # after warm-up: constant | cosine (to 0 at total_steps)
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 1e-2
+  c.optim.clip_norm = 1.0
+  c.ema_decay = 0.9999
+
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.sharding_rules = "fsdp"     # fsdp | tensor (see tip_jax.train.sharding)
+
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3        # the latest N ...
+  c.keep_every_steps = 10_000   # ... plus every K-th step
+  c.async_checkpoints = True
+  c.sample_every_steps = 5000   # image grids: degraded | restored | clean
+  c.sample_images = 4
+  c.sample_steps = 20           # DDIM steps for the grids
+  c.profile_steps = 5           # steps traced by the profiler after the first log
+  return c
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  c.total_steps = 300
+  c.batch_size = 8
+  c.model.geometry = "tiny"
+  c.model.dtype = "float32"
+  c.data.resolution = 64
+  c.data.max_zoom = 4.0         # the eight demo photographs become many different crops
+  c.data.num_workers = 2
+  c.optim.lr = 1e-3
+  c.optim.warmup_steps = 20
+  c.optim.schedule = "cosine"
+  c.ema_decay = 0.99
+  c.log_every_steps = 20
+  c.checkpoint_every_steps = 100
+  c.keep_every_steps = 0
+  c.sample_every_steps = 150
+  c.sample_steps = 10
+  c.profile_steps = 0
+
+
+def _sd21(c: ml_collections.ConfigDict) -> None:
+  c.model.geometry = "sd21"
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  parts = [p.strip() for p in (arg or "tiny").split(",") if p.strip()]
+  unknown = [p for p in parts if p not in BASES + ABLATIONS]
+  if unknown:
+    raise ValueError(f"unknown config part(s) {unknown}; bases {BASES}, ablations {ABLATIONS}")
+  bases = [p for p in parts if p in BASES]
+  if len(bases) > 1:
+    raise ValueError(f"pick one base of {BASES}, got {bases}")
+  c = _base()
+  base = bases[0] if bases else "sd15"
+  {"tiny": _tiny, "sd15": lambda _: None, "sd21": _sd21}[base](c)
+  if "controlnet_sr" in parts:
+    c.model.fusion = "additive"
+    c.prompts.semantic = False
+    c.prompts.restoration = False
+  if "no_params" in parts:
+    c.degrade.with_values_prob = 0.0
+  if "modulate_up" in parts:
+    c.model.fusion = "modulate_skip_and_up"
+  c.name = "_".join([base] + [p for p in parts if p in ABLATIONS])
+  return c
