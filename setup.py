@@ -17,16 +17,22 @@ setup(
     install_requires=[
         "absl-py",
         "array_record>=0.8",
+        "clu==0.0.12",  # metric writers, periodic actions
+        "etils[epath]",
         "flax>=0.12,<0.13",
         "grain>=0.2.18,<0.3",
         "jax>=0.10,<0.11",
+        "ml_collections",
         "ml_dtypes",
         "msgpack",
         "numpy",
+        "optax",
         "orbax-checkpoint>=0.12,<0.13",  # also registers Grain's iterator checkpoint args
         "Pillow",
         "safetensors",
         "scikit-image",  # the demo data source: photographs bundled in the package
+        "tensorboard",
+        "tensorflow-cpu",  # clu.metric_writers imports tensorflow for its summary writer
         "tqdm",
         "transformers>=5",  # the CLIP tokenizer only; there are no Flax models in it
     ],
@@ -45,6 +51,7 @@ setup(
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
     },
     entry_points={"console_scripts": [
+        "tip-train=tip_jax.main:run",
         "tip-models=tip_jax.models.summary:run",
         "tip-degrade=tip_jax.degrade.cli:run",
         "tip-prepare=tip_jax.data.prepare:run",
