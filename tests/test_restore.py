@@ -72,8 +72,8 @@ def test_guidance_combines_the_rows(restorer):
 
   @jax.jit
   def both(all_params):
-    guided = restorer._guided_fn(call)(all_params, x, y, 500, semantic, restoration,
-                                       jnp.asarray([w, w_r, control]))
+    consts = (all_params, 500, semantic, restoration, jnp.asarray([w, w_r, control]))
+    guided = restorer._guided_fn(call)(consts, x, y)
     rows = [tip.predict(unet, restorer.controlnet, all_params["unet"],
                         all_params["controlnet"], x, jnp.array([500]), semantic[i:i + 1],
                         restoration[i:i + 1], y, control) for i in range(3)]

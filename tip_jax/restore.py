@@ -32,8 +32,8 @@ from tip_jax.models.tokenizer import tokenize
 
 Array = jax.Array
 DEFAULT_GUIDANCE = 4.0
-# c_r of training pairs that were not degraded: the reference restoration guidance
-# extrapolates away from ("restore at all" direction).
+# c_r of the training pairs that no stage degraded ("nothing to undo"): restoration
+# guidance extrapolates from its prediction towards the given prompt's.
 NULL_RESTORATION = ""
 
 
@@ -134,7 +134,7 @@ class TIPRestorer:
                                            plan, scales)
     out = self._program("decode", call)(vae_params, latent)[:, :height, :width]
     if color_fix is not None:
-      out = jax.jit(colorfix.color_fix, static_argnums=2)(out, degraded * 2 - 1, color_fix)
+      out = _color_fix(out, degraded * 2 - 1, color_fix)
     return np.asarray(jnp.round(jnp.clip(out[0] + 1, 0, 2) * 127.5)).astype(np.uint8)
 
   def memory_bytes(self, height: int, width: int, *, tile: int | None = None,
@@ -197,10 +197,12 @@ class TIPRestorer:
     return self._programs[key]
 
   def _guided_fn(self, call: _Call):
-    """Model output for one latent (tile), guidance applied: (1, h, w, C)."""
+    """guided(consts, x, y): the model output for one latent (tile) x and its image y,
+    guidance applied; consts = (params, t, semantic rows, restoration rows, scales)."""
     unet, controlnet = self.backbone.unet[0], self.controlnet
 
-    def guided(params, x, y, t, semantic, restoration, scales):
+    def guided(consts, x, y):
+      params, t, semantic, restoration, scales = consts
       rows = semantic.shape[0]
       out = tip.predict(unet, controlnet, params["unet"], params["controlnet"],
                         jnp.repeat(x, rows, 0), jnp.full((rows,), t), semantic, restoration,
@@ -219,18 +221,15 @@ class TIPRestorer:
     mesh = tiling.tile_mesh(call.devices)
 
     def run(params, start, degraded, semantic, restoration, plan, scales):
-      if call.tiles is None:
-        denoise = lambda x, t: guided(params, x, degraded, t, semantic, restoration, scales)  # noqa: E731
-      else:
-        y_tiles = call.tiles.scaled(8).split(degraded)
+      def denoise(x, t):
+        consts = (params, t, semantic, restoration, scales)
+        if call.tiles is None:
+          return guided(consts, x, degraded)
+        outs = tiling.map_tiles(lambda c, xy: guided(c, *xy), consts,
+                                (call.tiles.split(x), y_tiles), mesh, self.tile_batch)
+        return call.tiles.merge(outs)
 
-        def one_tile(consts, tile_args):
-          return guided(*consts[:1], *tile_args, *consts[1:])
-
-        def denoise(x, t):
-          outs = tiling.map_tiles(one_tile, (params, t, semantic, restoration, scales),
-                                  (call.tiles.split(x), y_tiles), mesh, self.tile_batch)
-          return call.tiles.merge(outs)
+      y_tiles = call.tiles.scaled(8).split(degraded) if call.tiles else None
       return samplers.sample(denoise, start, plan)
 
     return run
@@ -268,6 +267,10 @@ class TIPRestorer:
     return run
 
 
+_color_fix = jax.jit(colorfix.color_fix, static_argnums=2)
+_resize_canvas = jax.jit(resizing.resize, static_argnums=(1, 2, 3, 4))
+
+
 def _as_rgb(image: np.ndarray) -> np.ndarray:
   """uint8 (H, W), (H, W, 1|3|4) -> float32 (1, H, W, 3) in [0, 1]."""
   image = np.asarray(image)
@@ -285,8 +288,7 @@ def _resize(image: np.ndarray, factor: float) -> np.ndarray:
   """Bicubic by `factor`, the kernel the training pipeline brings images back up with."""
   h, w = image.shape[1:3]
   size = (int(round(h * factor)), int(round(w * factor)))
-  out = jax.jit(resizing.resize, static_argnums=(1, 2, 3, 4))(image[0], (h, w), size,
-                                                             resizing.BICUBIC, size)
+  out = _resize_canvas(image[0], (h, w), size, resizing.BICUBIC, size)
   return np.clip(np.asarray(out), 0.0, 1.0)[None]
 
 
