@@ -93,8 +93,9 @@ def test_existing_outputs_are_kept_without_overwrite(tmp_path, loads, capsys):
     (["--restoration", "Sharpen with sigma 2"], "unknown clause 'Sharpen with sigma 2'", False),
     (["--restoration", "Deblur with sigma 40"], "40 is outside", True),
     (["--checkpoint", "BROKEN"], "cannot load checkpoint BROKEN: bad/ has no config.json", False),
+    (["--tile", "64", "--tile_overlap", "64"], "--tile_overlap must be smaller", False),
 ])
-def test_prompt_and_checkpoint_errors_stop_before_any_work(tmp_path, monkeypatch, loads, capsys,
+def test_prompt_checkpoint_and_option_errors_stop_before_any_work(tmp_path, monkeypatch, loads, capsys,
                                                            args, message, loaded):
   def broken(path, **kwargs):
     raise CheckpointError("bad/ has no config.json")

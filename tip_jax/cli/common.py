@@ -22,6 +22,8 @@ GUIDANCE = flags.DEFINE_float("guidance", DEFAULT_GUIDANCE, "Classifier-free gui
 RESTORATION_GUIDANCE = flags.DEFINE_float("restoration_guidance", 1.0, "Guidance scale on "
                                           "the restoration prompt (1 = off).")
 CONTROL_SCALE = flags.DEFINE_float("control_scale", 1.0, "ControlNet modulation strength.")
+STRENGTH = flags.DEFINE_float("strength", 1.0, "Below 1: start from the input's latent, "
+                              "noised to this fraction of the steps.")
 SEED = flags.DEFINE_integer("seed", 0, "Noise seed; the same seed gives the same image.")
 SAMPLER = flags.DEFINE_enum("sampler", "ddim", sorted(samplers.SAMPLERS), "Sampler.")
 TILE = flags.DEFINE_integer("tile", None, "Tile side in pixels (default: the model's "
@@ -32,6 +34,20 @@ COLOR_FIX = flags.DEFINE_enum("color_fix", None, list(colorfix.METHODS), "Colour
                               "towards the input (default: none).")
 DEVICES = flags.DEFINE_integer("devices", None, "Spread tiles over this many devices.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
+
+
+def check_options(prog: str) -> None:
+  """One line and exit for sampling options no restore could run with."""
+  problems = [(STEPS.value < 1, "--steps must be at least 1"),
+              (not 0 < STRENGTH.value <= 1, "--strength must be in (0, 1]"),
+              ((TILE.value or 0) < 0, "--tile must be 0 (no tiling) or a size in pixels"),
+              ((TILE_OVERLAP.value or 0) < 0, "--tile_overlap must not be negative"),
+              (bool(TILE.value) and (TILE_OVERLAP.value or 0) >= TILE.value,
+               "--tile_overlap must be smaller than --tile"),
+              ((DEVICES.value or 1) < 1, "--devices must be at least 1")]
+  for bad, message in problems:
+    if bad:
+      sys.exit(f"{prog}: {message}")
 
 
 def canonical_prompt(text: str) -> str:
@@ -71,5 +87,5 @@ def restore_options() -> dict:
   return dict(semantic_prompt=SEMANTIC.value, steps=STEPS.value, guidance=GUIDANCE.value,
               seed=SEED.value, sampler=SAMPLER.value,
               restoration_guidance=RESTORATION_GUIDANCE.value,
-              control_scale=CONTROL_SCALE.value, tile=TILE.value,
+              control_scale=CONTROL_SCALE.value, strength=STRENGTH.value, tile=TILE.value,
               tile_overlap=TILE_OVERLAP.value, color_fix=COLOR_FIX.value, devices=DEVICES.value)

@@ -45,6 +45,7 @@ def main(argv: list[str]) -> None:
     sys.exit(f"{PROG}: --out DIR is required")
   if os.path.exists(common.OUT.value) and not os.path.isdir(common.OUT.value):
     sys.exit(f"{PROG}: --out {common.OUT.value} exists and is not a folder")
+  common.check_options(PROG)
   common.check_prompt_wording(PROG, _RESTORATION.value)
   restorer = common.load_restorer(PROG, [_RESTORATION.value])
   files = expand(inputs)

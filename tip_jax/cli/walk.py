@@ -41,6 +41,7 @@ def main(argv: list[str]) -> None:
   out = common.OUT.value or "walk.png"
   if os.path.exists(out) and not common.OVERWRITE.value:
     sys.exit(f"{PROG}: {out} exists; pass --overwrite to replace it")
+  common.check_options(PROG)
   if "{}" not in _ROWS.value or "{}" not in _COLS.value:
     sys.exit(f"{PROG}: --rows and --cols each need a {{}} where the value goes")
   try:
