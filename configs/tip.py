@@ -89,7 +89,7 @@ def _base() -> ml_collections.ConfigDict:
 
 
 def _tiny(c: ml_collections.ConfigDict) -> None:
-  c.total_steps = 300
+  c.total_steps = 200
   c.batch_size = 8
   c.model.geometry = "tiny"
   c.model.dtype = "float32"
@@ -103,7 +103,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.log_every_steps = 20
   c.checkpoint_every_steps = 100
   c.keep_every_steps = 0
-  c.sample_every_steps = 150
+  c.sample_every_steps = 100
   c.sample_steps = 10
   c.profile_steps = 0
 

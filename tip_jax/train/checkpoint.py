@@ -134,10 +134,7 @@ def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
       state=ocp.args.StandardRestore(abstract)))["state"]
   mngr.close()
   params = state.ema_params if use_ema else state.params
-  frozen = comps.frozen
-  bb = Backbone(unet=(comps.unet, frozen["unet"]), vae=(comps.vae, frozen["vae"]),
-                text_encoder=(comps.text_encoder, frozen["text_encoder"]),
-                tokenizer=comps.tokenizer, scheduler_config=comps.scheduler_config)
-  return Trained(config=config, step=int(step), backbone=bb, controlnet=comps.controlnet,
+  return Trained(config=config, step=int(step), backbone=comps.backbone(),
+                 controlnet=comps.controlnet,
                  controlnet_params=params, resolution=int(config.data.resolution),
                  degrade_config=components_lib.degrade_config(config))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from tip_jax.convert.diffusers import load_backbone
+from tip_jax.convert.diffusers import Backbone, load_backbone
 from tip_jax.degrade import DegradeConfig
 from tip_jax.degrade.parameterized import TIPConfig
 from tip_jax.diffusion.schedules import sd_config
@@ -53,6 +53,13 @@ class Components:
   @property
   def scaling_factor(self) -> float:
     return self.vae.config.scaling_factor
+
+  def backbone(self) -> Backbone:
+    """The frozen models as inference's `Backbone` (params as stored)."""
+    f = self.frozen
+    return Backbone(unet=(self.unet, f["unet"]), vae=(self.vae, f["vae"]),
+                    text_encoder=(self.text_encoder, f["text_encoder"]),
+                    tokenizer=self.tokenizer, scheduler_config=self.scheduler_config)
 
 
 def model_options(config: ml_collections.ConfigDict) -> ModelOptions:

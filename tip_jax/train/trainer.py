@@ -22,7 +22,7 @@ from tip_jax.data import pipeline as data_lib
 from tip_jax.models import params as params_lib
 from tip_jax.train import checkpoint as ckpt_lib
 from tip_jax.train import components as components_lib
-from tip_jax.train import sharding
+from tip_jax.train import samples, sharding
 from tip_jax.train import state as state_lib
 from tip_jax.train import step as step_lib
 
@@ -144,6 +144,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     if config.profile_steps:
       hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.profile_steps,
                                             first_profile=step + config.log_every_steps))
+  grids = (samples.SampleGrids(comps, config, degrade_config, writer, workdir)
+           if config.sample_every_steps else None)
   stop = _StopFlag()
   compiled = None
   history: list[dict] = []
@@ -179,6 +181,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       writer.write_scalars(step, scalars)
       history, interval_start, interval_step = [], time.perf_counter(), step
 
+    if grids and (step % config.sample_every_steps == 0 or step == config.total_steps):
+      grids(step, state.ema_params)
+
     preempted = mngr.reached_preemption(step)
     if (step % config.checkpoint_every_steps == 0 or step == config.total_steps or preempted
         or stop.requested):
@@ -192,4 +197,5 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     ckpt_lib.mark_complete(workdir, step)
   writer.flush()
   mngr.close()
+  data_iter.close()  # stops Grain's worker processes and frees their shared memory
   return state
