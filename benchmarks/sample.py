@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import jax
@@ -47,7 +48,16 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=1)
   parser.add_argument("--query-chunk", type=int, default=128,
                       help="ModelOptions.attention_query_chunk (0 = off)")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="CPU threads for both sides (0 = each library's default). On a "
+                           "shared machine use 1: PyTorch's 2 threads slowed ~35x when "
+                           "another process held a core")
   args = parser.parse_args()
+  if args.threads:   # before JAX's backend starts, i.e. before any array is made
+    torch.set_num_threads(args.threads)
+    os.environ["XLA_FLAGS"] = " ".join([
+        os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false",
+        f"intra_op_parallelism_threads={args.threads}"]).strip()
 
   import diffusers  # benchmark-only reference
   cfg, (ref_unet, ref_cn), (unet, controlnet), (unet_params, cn_params) = build_models(
@@ -102,7 +112,8 @@ def main() -> None:
       "final_latent_max_abs_diff": diff, "final_latent_max_abs": float(np.abs(ref_out).max()),
       "config": {"block_out_channels": cfg.block_out_channels, "size": args.size,
                  "steps": args.steps, "cfg_batch": rows, "repeats": args.repeats,
-                 "attention_query_chunk": args.query_chunk},
+                 "attention_query_chunk": args.query_chunk, "threads": args.threads or None,
+                 "xla_flags": os.environ.get("XLA_FLAGS", "")},
       "machine": machine(),
   }, indent=2))
 

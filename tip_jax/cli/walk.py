@@ -49,18 +49,21 @@ def main(argv: list[str]) -> None:
   except PromptError as e:
     sys.exit(f"{PROG}: restoration prompt: {e}")
   cells = [p for line in grid for p in line]
-  restorer = common.load_restorer(PROG, cells)
   try:
     image = read_rgb(argv[1])
   except ImageError as e:
     sys.exit(f"{PROG}: {e}")
+  restorer = common.load_restorer(PROG, cells)
 
   restored = [restorer.restore(image, restoration_prompt=p, **common.restore_options())
               for p in tqdm(cells, desc=PROG, unit="cell", disable=None)]
-  size = restored[0].shape[1::-1]   # cells an upsampling clause makes bigger are shown
+  # Every cell is shown at the first one's size: walking an "Upsample to" clause changes
+  # the output size along that axis, and the input is smaller still.
+  size = restored[0].shape[1::-1]
   as_tile = lambda a: np.asarray(Image.fromarray(a).resize(size, Image.BICUBIC)) / 255.0  # noqa: E731
   columns = len(grid[0])
-  header = [as_tile(image)] + [np.ones_like(as_tile(image))] * (columns - 1)
+  shown = as_tile(image)
+  header = [shown] + [np.ones_like(shown)] * (columns - 1)
   labels = [f"input: {os.path.basename(argv[1])}"] + [""] * (columns - 1) + cells
   write_png(labelled_grid(header + [as_tile(a) for a in restored], labels, columns), out)
   print(f"{PROG}: wrote {out}: {len(grid)}x{columns} restorations of {argv[1]}")
