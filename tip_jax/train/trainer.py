@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
 from tip_jax.data import pipeline as data_lib
 from tip_jax.models import params as params_lib
@@ -40,6 +41,12 @@ class _StopFlag:
     del frame
     logging.warning("signal %d: will save and stop after the current step", signum)
     self.requested = True
+
+  def agreed(self) -> bool:
+    """True on every process once any process got the signal (all must save together)."""
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
 
 
 def state_shardings(controlnet: nn.Module, tx: Any, mesh: Any, rules: Any) -> Any:
@@ -131,9 +138,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   # ---- The step, compiled once ahead of time.
   batch_axes = tuple(dict(rules)["batch"])
-  train_step = jax.jit(
-      step_lib.make_train_step(comps, config, tx, mesh, degrade_config, batch_axes),
-      out_shardings=(state_sh, None), donate_argnums=(0,))
+  step_fn = step_lib.make_train_step(comps, config, tx, mesh, degrade_config, batch_axes)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   writer.write_hparams({k: str(v) for k, v in config.to_dict().items()
                         if not isinstance(v, dict)})
@@ -161,7 +166,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       batch = global_batch(local, mesh, rules)
       if compiled is None:
         start = time.perf_counter()
-        compiled = train_step.lower(state, frozen, batch).compile()
+        batch_sh = jax.tree.map(lambda x: x.sharding, batch)
+        compiled = jax.jit(step_fn, in_shardings=(state_sh, frozen_sh, batch_sh),
+                           out_shardings=(state_sh, None), donate_argnums=(0,)
+                           ).lower(state, frozen, batch).compile()
         _log_compiled(compiled, time.perf_counter() - start)
         interval_start = time.perf_counter()
       state, metrics = compiled(state, frozen, batch)
@@ -183,12 +191,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
     if grids and (step % config.sample_every_steps == 0 or step == config.total_steps):
       grids(step, state.ema_params)
+      interval_start = time.perf_counter()  # steps/s counts training only
 
-    preempted = mngr.reached_preemption(step)
-    if (step % config.checkpoint_every_steps == 0 or step == config.total_steps or preempted
-        or stop.requested):
+    stopping = mngr.reached_preemption(step) or stop.agreed()
+    if step % config.checkpoint_every_steps == 0 or step == config.total_steps or stopping:
       ckpt_lib.save(mngr, step, state, data_iter, config, force=True)
-    if preempted or stop.requested:
+    if stopping:
       logging.warning("stopping at step %d (checkpoint saved)", step)
       break
 
