@@ -187,3 +187,24 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
   one = trainer.train(tiny_config(**overrides), str(tmp_path / "one"), devices=jax.devices()[:4])
   ref = {"/".join(k): v for k, v in params_of(one).items()}
   assert max_diff(ref, two[0]) < 1e-5
+
+
+@pytest.mark.parametrize("arg", ["tiny", "sd15", "sd21", "sd15,controlnet_sr", "no_params",
+                                 "tiny,modulate_up"])
+def test_every_config_builds_its_models(arg):
+  """Each config (and ablation) gives abstract models whose ControlNet matches its fusion."""
+  from tip_jax.train import components
+  c = configs.get_config(arg)
+  comps = components.build(c, abstract=True)
+  assert comps.controlnet.config.fusion == c.model.fusion
+  assert comps.prediction_type == ("v_prediction" if arg == "sd21" else "epsilon")
+  assert components.degrade_config(c).size == (c.data.resolution,) * 2
+  if "controlnet_sr" in arg:
+    assert c.model.fusion == "additive" and not c.prompts.semantic and not c.prompts.restoration
+  if "no_params" in arg:
+    assert components.degrade_config(c).tip.with_values_prob == 0.0
+
+
+def test_unknown_config_part_is_refused():
+  with pytest.raises(ValueError, match="unknown config part"):
+    configs.get_config("sd15,typo")
