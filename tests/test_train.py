@@ -99,6 +99,15 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
   got = flatten_dict(trained.controlnet_params)
   assert all(np.array_equal(ema[k], np.asarray(got[k])) for k in ema)
 
+  # ... and `TIPRestorer.from_checkpoint` restores with it (any size: 40x24 is padded).
+  from tip_jax.restore import TIPRestorer
+  restorer = TIPRestorer.from_checkpoint(str(killed))
+  image = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+  out = restorer.restore(image, "a photo", "Deblur with sigma 2.0;", steps=2, seed=0)
+  assert out.shape == (24, 40, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, restorer.restore(image, "a photo", "Deblur with sigma 2.0;",
+                                                      steps=2, seed=0))
+
 
 def test_sigterm_saves_the_current_step_and_exits_0(tmp_path):
   workdir = tmp_path / "run"
