@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
@@ -171,6 +172,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                            out_shardings=(state_sh, None), donate_argnums=(0,)
                            ).lower(state, frozen, batch).compile()
         _log_compiled(compiled, time.perf_counter() - start)
+        if jax.process_count() > 1:
+          # Hosts finish compiling at different times; gloo gives a late peer only ~30 s
+          # at the first collective, the coordination service's barrier waits longer.
+          ocp.multihost.sync_global_processes("tip_train_step_compiled", timeout=3600)
         interval_start = time.perf_counter()
       state, metrics = compiled(state, frozen, batch)
       step += 1
