@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import hashlib
 import os
 
 import flax.linen as nn
@@ -19,7 +20,9 @@ from tip_jax.models.layers import ModelOptions
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-BPE = "/work/shared/data/clip_bpe/bpe_simple_vocab_16e6.txt.gz"
+BPE = tok_lib.bundled_bpe_path()  # CLIP's real BPE table, shipped in third_party/
+# sha256 of CLIP's bpe_simple_vocab_16e6.txt.gz as OpenAI and open-clip distribute it.
+BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 TINY = dict(vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
             num_attention_heads=4, max_position_embeddings=77)
 TOKEN_IDS = dict(bos_token_id=0, eos_token_id=2, pad_token_id=1)  # inside the tiny vocab
@@ -181,8 +184,7 @@ def test_load_tokenizer_errors(tmp_path):
 
 def test_bundled_tokenizer_is_clips_vocabulary():
   """The BPE table shipped in third_party gives CLIP's ids (the tiny config relies on it)."""
-  from tip_jax.models.tokenizer import bundled_bpe_path, bundled_tokenizer, tokenize
-  with open(bundled_bpe_path(), "rb") as a, open(BPE, "rb") as b:
-    assert a.read() == b.read()
-  ids = tokenize(bundled_tokenizer(), ["a photo of a cat"])[0]
+  with open(BPE, "rb") as f:
+    assert hashlib.sha256(f.read()).hexdigest() == BPE_SHA256
+  ids = tok_lib.tokenize(tok_lib.bundled_tokenizer(), ["a photo of a cat"])[0]
   np.testing.assert_array_equal(ids[:8], [49406, 320, 1125, 539, 320, 2368, 49407, 49407])

@@ -22,9 +22,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-# In CI the repository is cloned with shared/ beside it, as /work/main and /work/shared are here.
-BPE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "clip_bpe" /
-       "bpe_simple_vocab_16e6.txt.gz")
+BPE = tok_lib.bundled_bpe_path()  # CLIP's real BPE table, shipped in third_party/
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 TEXT_DIM = 32
 UNET = dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
