@@ -13,7 +13,6 @@ polls the folder knows when to stop.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 

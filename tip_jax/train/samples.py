@@ -8,7 +8,6 @@ grids show what a checkpoint would do. Grids go to TensorBoard and to
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
