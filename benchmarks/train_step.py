@@ -1,0 +1,232 @@
+"""A whole TIP training step: tip_jax (the trainer's jitted step) vs a diffusers ControlNet
+training step (PyTorch), same geometry, same machine.
+
+    python benchmarks/train_step.py --width 0.2 --size 256 --batch 2 --repeats 5 --threads 1
+    python benchmarks/train_step.py --width 1 --size 512 --batch 8 --dtype bfloat16 \
+        --peak_tflops 989                     # SD1.5 on one H100 (989 = dense bf16 peak)
+
+Ours is `tip_jax.train.step.make_train_step` built as the trainer builds it (configs/tip.py
+sd15, a 1-device mesh, the trainer's shardings, `place` and `global_batch`) and fed a batch
+shaped like the data pipeline's (uint8 crops, token ids, degradation parameters). Per
+step it degrades x -> y on device, VAE-encodes x, draws t and noise, CLIP-encodes c_s and
+c_r, runs the ControlNet (y concatenated, modulate_skip fusion) and the frozen UNet, MSE,
+clips, AdamW, EMA. The reference does what diffusers' train_controlnet.py does per step:
+VAE and CLIP encode (no grad, one prompt), add noise, ControlNet (y added, additive
+residuals) and frozen UNet, MSE, backward through the ControlNet only, clip, AdamW; its
+conditioning image comes ready-made, so `ours_degrade_s` times our degradation alone.
+Every model is SD1.5's with its widths scaled by --width (UNet and VAE channels, the CLIP
+tower's width; depths and vocabulary kept). Random weights. The sides alternate, one step
+each, after a warm-up (ours: AOT compile, reported, then one step); medians are printed
+as one JSON line, with MFU when --peak_tflops is given (FLOPs from XLA's cost analysis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from forward import geometry, machine, to_torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+import tip as tip_configs  # noqa: E402  (configs/ is not a package)
+
+from tip_jax.data.pipeline import _params_tree, degrade_params  # noqa: E402
+from tip_jax.degrade import degrade, sample_params  # noqa: E402
+from tip_jax.models.clip_text import CLIPTextConfig  # noqa: E402
+from tip_jax.models.tokenizer import tokenize  # noqa: E402
+from tip_jax.models.vae import VAEConfig  # noqa: E402
+from tip_jax.train import components, sharding, state as state_lib, step as step_lib  # noqa: E402
+from tip_jax.train import trainer  # noqa: E402
+
+
+def reduced(width: float):
+  """SD1.5's UNet, VAE and CLIP text configs with every width scaled by `width`."""
+  scale = lambda c, quantum: max(quantum, int(round(c * width / quantum)) * quantum)
+  hidden = scale(768, 64)  # 64-wide heads, as in CLIP ViT-L/14
+  text = dataclasses.replace(CLIPTextConfig.sd15(), hidden_size=hidden,
+                             intermediate_size=4 * hidden, num_attention_heads=hidden // 64)
+  vae = dataclasses.replace(VAEConfig.sd(), block_out_channels=tuple(
+      scale(c, 32) for c in VAEConfig.sd().block_out_channels))
+  return dataclasses.replace(geometry(width), cross_attention_dim=hidden), vae, text
+
+
+def build_ours(args, configs):
+  """(one step -> loss, compiled step, compile s, jitted degradation alone, host batch,
+  fusion)."""
+  # A random backbone of the reduced geometry, built by the trainer's own `build`.
+  components.GEOMETRIES["bench"] = tuple((lambda c=c: c) for c in configs)
+  config = tip_configs.get_config("sd15")
+  config.model.geometry, config.model.dtype = "bench", args.dtype
+  config.model.attention_query_chunk = args.query_chunk
+  config.data.resolution, config.batch_size = args.size, args.batch
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  rules = trainer.RULES[config.sharding_rules]
+  comps = components.build(config)
+  tx = state_lib.optimizer(config)
+  state_sh = trainer.state_shardings(comps.controlnet, tx, mesh, rules)
+  state = jax.jit(lambda p: state_lib.create(p, tx), out_shardings=state_sh)(
+      trainer.place(components.init_controlnet(comps, config.seed), state_sh.params))
+  frozen = trainer.place(components.cast(comps.frozen, components.model_options(config).dtype),
+                         trainer.frozen_shardings(comps, mesh, rules))
+
+  dc = components.degrade_config(config)
+  params, prompts = sample_params(config.seed, args.batch, dc)
+  rng = np.random.default_rng(0)
+  local = {"image": rng.integers(0, 256, (args.batch, args.size, args.size, 3), np.uint8),
+           "semantic_ids": tokenize(comps.tokenizer, ["a photo of a red fox in the snow"]
+                                    * args.batch),
+           "restoration_ids": tokenize(comps.tokenizer, prompts),
+           # _params_tree drops a leading batch-of-one axis: add one to keep the batch axis.
+           "degrade": _params_tree(jax.tree.map(lambda x: np.asarray(x)[None], params)),
+           "index": np.arange(args.batch, dtype=np.int32)}
+  batch = trainer.global_batch(local, mesh, rules)
+  local["restoration_prompt"] = prompts  # host-only, as in the pipeline's batches
+  train_step = step_lib.make_train_step(comps, config, tx, mesh, dc, tuple(dict(rules)["batch"]))
+  start = time.perf_counter()  # as the trainer compiles it: ahead of time, state donated
+  compiled = jax.jit(train_step, out_shardings=(state_sh, None), donate_argnums=(0,)).lower(
+      state, frozen, batch).compile()
+  compile_s = time.perf_counter() - start
+  degrade_fn = jax.jit(lambda b: degrade(b["image"].astype(jnp.float32) / 255,
+                                         degrade_params(b["degrade"], dc)))
+
+  def run() -> float:
+    nonlocal state
+    state, metrics = compiled(state, frozen, batch)
+    return float(jax.block_until_ready((state, metrics))[1]["loss"])
+
+  return run, compiled, compile_s, lambda: degrade_fn(batch), local, config.model.fusion
+
+
+def build_reference(configs, local: dict, degraded: np.ndarray, dtype: str):
+  """diffusers' UNet, ControlNet, VAE and transformers' CLIP at our geometry, and a step."""
+  import diffusers  # test/benchmark-only reference
+  import transformers
+  ucfg, vcfg, tcfg = configs
+  device = torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available()
+                        else "cpu")
+  weight_dtype = getattr(torch, dtype)
+  torch.manual_seed(0)
+  unet = diffusers.UNet2DConditionModel(
+      block_out_channels=ucfg.block_out_channels, attention_head_dim=ucfg.attention_head_dim,
+      cross_attention_dim=ucfg.cross_attention_dim)
+  controlnet = diffusers.ControlNetModel.from_unet(unet).to(device).train()
+  levels = len(vcfg.block_out_channels)
+  vae = diffusers.AutoencoderKL(
+      block_out_channels=vcfg.block_out_channels, layers_per_block=vcfg.layers_per_block,
+      down_block_types=("DownEncoderBlock2D",) * levels, latent_channels=vcfg.latent_channels,
+      up_block_types=("UpDecoderBlock2D",) * levels, norm_num_groups=vcfg.norm_num_groups)
+  text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**dataclasses.asdict(tcfg)))
+  for frozen in (unet, vae, text):  # as the script: frozen, cast to the weight dtype
+    frozen.requires_grad_(False).eval().to(device, weight_dtype)
+  scheduler = diffusers.DDPMScheduler()
+  opt = torch.optim.AdamW(controlnet.parameters(), lr=5e-5, betas=(0.9, 0.999),
+                          weight_decay=1e-2, eps=1e-8)
+  pixels = to_torch(local["image"].astype(np.float32) / 127.5 - 1).to(device, weight_dtype)
+  cond = to_torch(degraded).to(device, weight_dtype)
+  ids = torch.from_numpy(local["semantic_ids"].astype(np.int64)).to(device)
+
+  def step() -> float:
+    with torch.no_grad():
+      latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+      emb = text(ids)[0]
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(ids),), device=device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    with torch.autocast(device.type, weight_dtype, enabled=dtype != "float32"):
+      down, mid = controlnet(noisy, t, emb, cond, return_dict=False)
+      pred = unet(noisy, t, emb, down_block_additional_residuals=[
+          d.to(weight_dtype) for d in down], mid_block_additional_residual=mid.to(weight_dtype)
+      ).sample
+    loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+      torch.cuda.synchronize()
+    return loss.item()
+
+  return step, str(device)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--width", type=float, default=0.2, help="channel multiplier vs SD1.5")
+  parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+  parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--query-chunk", type=int, default=0,
+                      help="model.attention_query_chunk (0 = off, the config's default)")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="CPU threads for PyTorch, and 1 also makes XLA's Eigen single-threaded "
+                           "(0 = each library's default). On a shared machine use 1: PyTorch's "
+                           "2 threads ran 125x slower here while other processes held a core")
+  parser.add_argument("--peak_tflops", type=float, default=0.0,
+                      help="the device's peak for --dtype, to print our MFU")
+  args = parser.parse_args()
+  # Both sides share one accelerator: JAX must not take 75% of its memory up front.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  if args.threads:  # before JAX's backend starts
+    torch.set_num_threads(args.threads)
+    if args.threads == 1:
+      flags = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+      os.environ["XLA_FLAGS"] = flags.strip()
+
+  configs = reduced(args.width)
+  ours, compiled, compile_s, degrade_fn, local, fusion = build_ours(args, configs)
+  ref_step, ref_device = build_reference(configs, local, np.asarray(degrade_fn()), args.dtype)
+
+  def clock(fn):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())  # the reference synchronises itself
+    return time.perf_counter() - start
+
+  losses = {"ours": ours(), "reference": ref_step()}  # warm-up: first-call allocations
+  times = {"ours": [], "reference": [], "degrade": []}
+  for _ in range(args.repeats):  # alternate, so both sides see the same machine load
+    times["ours"].append(clock(ours))
+    times["reference"].append(clock(ref_step))
+    times["degrade"].append(clock(degrade_fn))
+  ours_s, ref_s, degrade_s = (float(np.median(times[k])) for k in ("ours", "reference",
+                                                                      "degrade"))
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+  ucfg, vcfg, tcfg = configs
+  print(json.dumps({
+      "benchmark": f"TIP train step vs diffusers ControlNet train step, {args.dtype}",
+      "ours_s_per_step": round(ours_s, 3), "reference_s_per_step": round(ref_s, 3),
+      "ratio_ours_over_reference": round(ours_s / ref_s, 3),
+      "ours_images_per_s": round(args.batch / ours_s, 3),
+      "reference_images_per_s": round(args.batch / ref_s, 3),
+      "ours_degrade_s": round(degrade_s, 3),
+      "ours_minus_degrade_s_per_step": round(ours_s - degrade_s, 3),
+      "ratio_without_degrade": round((ours_s - degrade_s) / ref_s, 3),
+      "ours_compile_s": round(compile_s, 1),
+      "ours_gflops_per_step": round(flops / 1e9, 1),
+      "ours_mfu": round(flops / ours_s / (args.peak_tflops * 1e12), 4)
+      if args.peak_tflops else None,
+      "first_losses": {k: round(v, 4) for k, v in losses.items()},
+      "all_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+      "config": {"unet_channels": ucfg.block_out_channels, "vae_channels": vcfg.block_out_channels,
+                 "clip_width": tcfg.hidden_size, "size": args.size, "batch": args.batch,
+                 "repeats": args.repeats, "dtype": args.dtype, "width": args.width,
+                 "attention_query_chunk": args.query_chunk, "ours_fusion": fusion,
+                 "threads": args.threads or None, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                 "degradations": list(local["restoration_prompt"]),
+                 "reference_fusion": "additive", "reference_device": ref_device},
+      "machine": machine(),
+  }))
+
+
+if __name__ == "__main__":
+  main()
