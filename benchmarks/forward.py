@@ -76,6 +76,23 @@ def to_torch(x: np.ndarray) -> torch.Tensor:
   return torch.from_numpy(np.ascontiguousarray(x))
 
 
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--threads", type=int, default=0,
+                      help="CPU threads for PyTorch; 1 also makes XLA's Eigen single-threaded "
+                           "(0 = each library's default). On a shared machine use 1: PyTorch's "
+                           "2 threads ran 35-125x slower here while another process held a core")
+
+
+def limit_threads(threads: int) -> None:
+  """Applies --threads; call before JAX's backend starts (before any array is made)."""
+  if not threads:
+    return
+  torch.set_num_threads(threads)
+  if threads == 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false").strip()
+
+
 def machine() -> dict:
   return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
           "torch": torch.__version__, "device": str(jax.devices()[0]),

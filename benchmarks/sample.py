@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from forward import build_models, machine, make_inputs, to_torch
+from forward import (add_threads_flag, build_models, limit_threads, machine, make_inputs,
+                     to_torch)
 
 from tip_jax.diffusion import samplers, schedules
 from tip_jax.models import tip
@@ -48,16 +49,9 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=1)
   parser.add_argument("--query-chunk", type=int, default=128,
                       help="ModelOptions.attention_query_chunk (0 = off)")
-  parser.add_argument("--threads", type=int, default=0,
-                      help="CPU threads for both sides (0 = each library's default). On a "
-                           "shared machine use 1: PyTorch's 2 threads slowed ~35x when "
-                           "another process held a core")
+  add_threads_flag(parser)
   args = parser.parse_args()
-  if args.threads:   # before JAX's backend starts, i.e. before any array is made
-    torch.set_num_threads(args.threads)
-    os.environ["XLA_FLAGS"] = " ".join([
-        os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false",
-        f"intra_op_parallelism_threads={args.threads}"]).strip()
+  limit_threads(args.threads)
 
   import diffusers  # benchmark-only reference
   cfg, (ref_unet, ref_cn), (unet, controlnet), (unet_params, cn_params) = build_models(

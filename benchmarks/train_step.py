@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from forward import geometry, machine, to_torch
+from forward import add_threads_flag, geometry, limit_threads, machine, to_torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import tip as tip_configs  # noqa: E402  (configs/ is not a package)
@@ -166,20 +166,13 @@ def main() -> None:
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--query-chunk", type=int, default=0,
                       help="model.attention_query_chunk (0 = off, the config's default)")
-  parser.add_argument("--threads", type=int, default=0,
-                      help="CPU threads for PyTorch, and 1 also makes XLA's Eigen single-threaded "
-                           "(0 = each library's default). On a shared machine use 1: PyTorch's "
-                           "2 threads ran 125x slower here while other processes held a core")
+  add_threads_flag(parser)
   parser.add_argument("--peak_tflops", type=float, default=0.0,
                       help="the device's peak for --dtype, to print our MFU")
   args = parser.parse_args()
   # Both sides share one accelerator: JAX must not take 75% of its memory up front.
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-  if args.threads:  # before JAX's backend starts
-    torch.set_num_threads(args.threads)
-    if args.threads == 1:
-      flags = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-      os.environ["XLA_FLAGS"] = flags.strip()
+  limit_threads(args.threads)
 
   configs = reduced(args.width)
   ours, compiled, compile_s, degrade_fn, local, fusion = build_ours(args, configs)
