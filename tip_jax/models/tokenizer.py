@@ -12,6 +12,7 @@ import functools
 import gzip
 import json
 import os
+import shutil
 import sys
 import tempfile
 from typing import Sequence
@@ -81,7 +82,7 @@ def bundled_tokenizer(pad_token: str = EOT):
     try:
       os.rename(staging, folder)
     except OSError:  # another process got there first; its folder is identical
-      pass
+      shutil.rmtree(staging, ignore_errors=True)
   return load_tokenizer(folder)
 
 
