@@ -7,13 +7,15 @@ setup(
     version="0.1.0",
     description="TIP: text-driven image restoration with a modulated ControlNet on a frozen "
                 "latent diffusion model, in JAX/Flax.",
-    long_description=open("README.md").read(),
+    long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["tip_jax", "tip_jax.*"]),
-    # CLIP's BPE table (MIT), for the tiny config's tokenizer: see third_party/clip_bpe.
-    data_files=[("share/tip_jax/clip_bpe", ["third_party/clip_bpe/bpe_simple_vocab_16e6.txt.gz",
-                                           "third_party/clip_bpe/LICENSE"])],
+    # CLIP's BPE table (MIT), for the tiny config's tokenizer, is package data: installed
+    # as tip_jax/third_party/clip_bpe/ from the repository's third_party/clip_bpe.
+    packages=find_packages(include=["tip_jax", "tip_jax.*"]) + ["tip_jax.third_party.clip_bpe"],
+    package_dir={"tip_jax.third_party.clip_bpe": "third_party/clip_bpe"},
+    package_data={"tip_jax.third_party.clip_bpe": ["bpe_simple_vocab_16e6.txt.gz", "LICENSE",
+                                                   "README.md"]},
     install_requires=[
         "absl-py",
         "array_record>=0.8",
@@ -38,10 +40,10 @@ setup(
     ],
     extras_require={
         "test": [
+            "import-linter",   # the layer contract in .importlinter, checked by .ci/run
             "pytest",
             "torch==2.13.0",   # a CPU wheel of this version is on the build machines' disk
             "diffusers>=0.40",
-            "transformers>=5",
             "opencv-python-headless",  # BasicSR's degradation code imports cv2
             "scipy",
             "setuptools",  # builds BasicSR's sdist with --no-build-isolation (see .ci/run)
@@ -51,11 +53,6 @@ setup(
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
     },
     entry_points={"console_scripts": [
-        "tip-train=tip_jax.main:run",
-        "tip-models=tip_jax.models.summary:run",
-        "tip-degrade=tip_jax.degrade.cli:run",
-        "tip-prepare=tip_jax.data.prepare:run",
-        "tip-restore=tip_jax.cli.restore:run",
-        "tip-walk=tip_jax.cli.walk:run",
-    ]},
+        f"tip-{name}=tip_jax.cli.{name}:run"
+        for name in ("train", "restore", "walk", "degrade", "prepare", "models")]},
 )

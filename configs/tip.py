@@ -11,7 +11,8 @@ Bases
   sd21   Stable Diffusion 2.1 (v-prediction, 768-pixel base; trained at 512² here).
            tip-train --config configs/tip.py:sd21 --workdir ... --config.model.backbone=/data/sd21
 
-Ablations (the paper's Tab. 5/6; append to a base, default base sd15)
+Ablations (the paper's Tab. 5/6), appended to a base. One rule for the base: a spec
+that names none (`""`, `controlnet_sr`, ...) uses `tiny`, the one that runs anywhere.
   controlnet_sr  additive fusion and no prompts: the ControlNet-SR baseline.
                    tip-train --config configs/tip.py:sd15,controlnet_sr --workdir ...
   no_params      restoration prompts name the degradations without their strengths.
@@ -22,7 +23,11 @@ Ablations (the paper's Tab. 5/6; append to a base, default base sd15)
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
+
+from tip_jax.data.config import DataConfig
 
 BASES = ("tiny", "sd15", "sd21")
 ABLATIONS = ("controlnet_sr", "no_params", "modulate_up")
@@ -49,14 +54,10 @@ def _base() -> ml_collections.ConfigDict:
   c.prompts.semantic = True
   c.prompts.restoration = True
 
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "demo"
-  c.data.resolution = 512
-  c.data.semantic_dropout = 0.1
-  c.data.max_zoom = 1.0         # crops cover 1/max_zoom .. all of an image's short side
+  # The input pipeline's fields and defaults are DataConfig's (tip_jax/data/config.py).
+  c.data = ml_collections.ConfigDict(dataclasses.asdict(DataConfig()))
   c.data.num_workers = 8        # Grain worker processes per host (0 = in the trainer)
   c.data.read_threads = 4
-  c.data.prefetch_buffer = 2
 
   c.degrade = ml_collections.ConfigDict()
   c.degrade.realesrgan_prob = 0.5
@@ -121,7 +122,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   if len(bases) > 1:
     raise ValueError(f"pick one base of {BASES}, got {bases}")
   c = _base()
-  base = bases[0] if bases else "sd15"
+  base = bases[0] if bases else "tiny"
   {"tiny": _tiny, "sd15": lambda _: None, "sd21": _sd21}[base](c)
   if "controlnet_sr" in parts:
     c.model.fusion = "additive"

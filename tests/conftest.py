@@ -15,8 +15,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 import jax  # noqa: E402  (must follow the XLA_FLAGS line above)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from absl import flags  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# Grain's worker processes read absl flags at start-up; under pytest no absl app has
+# parsed them (the entry points' `app.run` does), and their defaults are what we want.
+flags.FLAGS.mark_as_parsed()
 
 
 @pytest.fixture

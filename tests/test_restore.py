@@ -5,10 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from restore_fixtures import tiny_restorer
+from tests.fixtures.restore import tiny_restorer
 
-from tip_jax.degrade import PromptError
+from tip_jax.errors import PromptError
 from tip_jax.diffusion import colorfix
+from tip_jax import restore as restore_lib
 from tip_jax.models import tip
 
 
@@ -64,8 +65,9 @@ def test_guidance_combines_the_rows(restorer):
   """ε̂ = ε(∅, c_r) + w·(ε(c_s, c_r) − ε(∅, c_r)) + (w_r − 1)·(ε(c_s, c_r) − ε(c_s, "")),
   the rows being (c_s, c_r), (∅, c_r), (c_s, "")."""
   call = restorer._layout((64, 64), None, None, None, cfg=True, restoration_cfg=True)
-  semantic, restoration = restorer._embeddings(call, "a zebra", "Deblur with sigma 2.0")
-  empty = restorer._embeddings(call, "", "")[0][0]
+  semantic, restoration = (e[0] for e in restorer._embeddings(call, ["a zebra"],
+                                                              ["Deblur with sigma 2.0"]))
+  empty = restorer._embeddings(call, [""], [""])[0][0, 0]
   np.testing.assert_array_equal(semantic[2], semantic[0])
   np.testing.assert_array_equal(semantic[1], empty)
   np.testing.assert_array_equal(restoration[1], restoration[0])
@@ -74,12 +76,12 @@ def test_guidance_combines_the_rows(restorer):
   x = r.standard_normal((1, 8, 8, 4)).astype(np.float32)
   y = r.uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
   w, w_r, control = 3.0, 1.5, 0.7
-  unet = restorer.backbone.unet[0]
+  unet = restorer.backbone.unet.module
 
   @jax.jit
   def both(params):
-    consts = (params, 500, semantic, restoration, jnp.asarray([w, w_r, control]))
-    guided = restorer._guided_fn(call)(consts, x, y)
+    consts = (params, 500, semantic[None], restoration[None], jnp.asarray([w, w_r, control]))
+    guided = restore_lib._guided(unet, restorer.controlnet, call)(consts, x, y)
     rows = tip.predict(unet, restorer.controlnet, params["unet"], params["controlnet"],
                        jnp.repeat(x, 3, 0), jnp.full((3,), 500), semantic, restoration,
                        jnp.repeat(y, 3, 0), control)

@@ -1,10 +1,17 @@
-"""`TIPRestorer`: a trained TIP model restoring images of any size.
+"""Restoring images with a trained TIP: pure sampling programs and `TIPRestorer`.
 
     restorer = TIPRestorer.from_checkpoint("workdir")
     out = restorer.restore(image, "a zebra", "Deblur with sigma 3.0;", steps=50, seed=0)
+    outs = restorer.restore_batch(images, ["a zebra"] * 4, ["Deblur with sigma 3.0;"] * 4)
 
-One restore = text encoding, one jitted sampling program (every step inside a
-`lax.scan`, classifier-free guidance inside the step) and one jitted VAE decode.
+The programs (`sample_latents`, `decode`, `encode`, `encode_text`) are module-level
+pure functions of params and arrays, jitted with the models and the `Layout` (sizes,
+tiles, guidance rows) as static arguments: every restorer with the same models (the
+trainer's sample grids at each checkpoint, an evaluator walking a run's checkpoints)
+shares one compile cache. One restore = text encoding, one sampling program (every
+step inside a `lax.scan`, guidance inside the step) and one VAE decode, for a whole
+batch of same-size images at once.
+
 Images are padded (reflected) to the UNet's grid and cropped back. Above the model's
 resolution the latent is tiled: at every step each overlapping tile is denoised on its
 own and the outputs are blended into one latent (`tip_jax.diffusion.tiling`), and the
@@ -14,19 +21,22 @@ image. Tiles can be spread over devices. Same inputs and seed, same image.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from typing import Any
+import functools
+from typing import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from tip_jax.convert.diffusers import Backbone
 from tip_jax.degrade import BLIND_PROMPT, DegradeConfig, prompts, resizing
 from tip_jax.diffusion import colorfix, samplers, tiling
-from tip_jax.diffusion.schedules import Schedule, add_noise
+from tip_jax.diffusion.schedules import add_noise
 from tip_jax.models import tip
+from tip_jax.models.backbone import Backbone
 from tip_jax.models.controlnet import ControlNetModel
 from tip_jax.models.tokenizer import tokenize
 
@@ -38,18 +48,101 @@ NULL_RESTORATION = ""
 
 
 @dataclasses.dataclass(frozen=True)
-class _Call:
-  """The static shape of one restore: what a compiled program depends on."""
+class Layout:
+  """The static shape of one restore call: what a compiled program depends on."""
 
   latent: tuple[int, int]
   tiles: tiling.Tiles | None      # latent tiles; None = the whole latent at once
   cfg: bool                       # an unconditional-semantic row for guidance
   restoration_cfg: bool           # a null-restoration row for restoration guidance
-  devices: int | None
+  devices: int | None = None      # spread tiles over this many devices
+  tile_batch: int | None = None   # tiles denoised together (vmapped) per device
+
+  @property
+  def rows(self) -> int:
+    """Model rows per image: (c_s, c_r), then (∅, c_r) with cfg, (c_s, "") with
+    restoration cfg."""
+    return 1 + self.cfg + self.restoration_cfg
+
+
+def _guided(unet: nn.Module, controlnet: ControlNetModel, layout: Layout):
+  """guided(consts, x, y): the guided model output for latents (or latent tiles) x of a
+  batch and their images y; consts = (params, t, semantic, restoration, scales) with
+  (B, rows, L, D) prompt states."""
+
+  def guided(consts, x, y):
+    params, t, semantic, restoration, scales = consts
+    batch, rows = semantic.shape[:2]
+    flat = lambda e: e.reshape((batch * rows,) + e.shape[2:])  # noqa: E731
+    out = tip.predict(unet, controlnet, params["unet"], params["controlnet"],
+                      jnp.repeat(x, rows, 0), jnp.full((batch * rows,), t), flat(semantic),
+                      flat(restoration), jnp.repeat(y, rows, 0), scales[2])
+    out = out.reshape((batch, rows) + out.shape[1:])
+    m = out[:, 0]
+    if layout.cfg:
+      m = out[:, 1] + scales[0] * (out[:, 0] - out[:, 1])
+    if layout.restoration_cfg:
+      m = m + (scales[1] - 1) * (out[:, 0] - out[:, -1])
+    return m
+
+  return guided
+
+
+@functools.partial(jax.jit, static_argnames=("unet", "controlnet", "layout"))
+def sample_latents(params: dict, start: Array, degraded: Array, semantic: Array,
+                   restoration: Array, plan: samplers.Plan, scales: Array, *,
+                   unet: nn.Module, controlnet: ControlNetModel, layout: Layout) -> Array:
+  """The whole sampling loop for a batch: start (B, h, w, C) latents, degraded (B, 8h, 8w, 3)
+  in [-1, 1], prompt states (B, rows, L, D), scales = (guidance, restoration guidance,
+  control scale); params = {"unet", "controlnet"} → (B, h, w, C) final latents."""
+  guided = _guided(unet, controlnet, layout)
+  mesh = tiling.tile_mesh(layout.devices)
+  y_tiles = layout.tiles.scaled(8).split(degraded) if layout.tiles else None
+
+  def denoise(x, t):
+    consts = (params, t, semantic, restoration, scales)
+    if layout.tiles is None:
+      return guided(consts, x, degraded)
+    outs = tiling.map_tiles(lambda c, xy: guided(c, *xy), consts,
+                            (layout.tiles.split(x), y_tiles), mesh, layout.tile_batch)
+    return layout.tiles.merge(outs)
+
+  return samplers.sample(denoise, start, plan)
+
+
+@functools.partial(jax.jit, static_argnames=("vae", "layout"))
+def decode(vae_params: dict, latent: Array, *, vae: nn.Module, layout: Layout) -> Array:
+  """Scaled latents → images in [-1, 1] (tile by tile above the model's resolution)."""
+  cfg = vae.config
+  z = latent / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+  run = lambda p, x: vae.apply({"params": p}, x, method="decode")  # noqa: E731
+  if layout.tiles is None:
+    return run(vae_params, z)
+  outs = tiling.map_tiles(run, vae_params, layout.tiles.split(z))
+  return layout.tiles.scaled(8).merge(outs)
+
+
+@functools.partial(jax.jit, static_argnames=("vae", "layout"))
+def encode(vae_params: dict, images: Array, *, vae: nn.Module, layout: Layout) -> Array:
+  """Images in [-1, 1] → scaled latents (the posterior mean)."""
+  cfg = vae.config
+  run = lambda p, x: vae.apply({"params": p}, x, method="encode")[0]  # noqa: E731
+  if layout.tiles is None:
+    mean = run(vae_params, images)
+  else:
+    outs = tiling.map_tiles(run, vae_params, layout.tiles.scaled(8).split(images))
+    mean = layout.tiles.merge(outs)
+  return (mean - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
+
+
+@functools.partial(jax.jit, static_argnames=("text_encoder",))
+def encode_text(params: dict, ids: Array, *, text_encoder: nn.Module) -> Array:
+  return text_encoder.apply({"params": params}, ids)
 
 
 class TIPRestorer:
-  """Frozen backbone + trained ControlNet/fusion, ready to restore."""
+  """Frozen backbone + trained ControlNet/fusion params, and the image handling around
+  the programs above (prompts, padding, resizing, colour fix)."""
 
   def __init__(self, backbone: Backbone, controlnet: ControlNetModel, controlnet_params: dict,
                *, resolution: int, degrade_config: DegradeConfig | None = None,
@@ -61,43 +154,59 @@ class TIPRestorer:
     self.resolution = resolution
     self.degrade_config = degrade_config or DegradeConfig(size=(resolution, resolution))
     self.tile_batch = tile_batch
-    self.schedule = Schedule.from_config(
-        {**backbone.scheduler_config, "prediction_type": backbone.prediction_type})
-    self.multiple = 8 * 2 ** (len(backbone.unet[0].config.block_out_channels) - 1)
+    self.schedule = backbone.schedule()
+    self.multiple = 8 * 2 ** (len(backbone.unet.module.config.block_out_channels) - 1)
     if resolution % self.multiple:
       raise ValueError(f"resolution {resolution} is not a multiple of {self.multiple}")
-    text_module = backbone.text_encoder[0]
-    self._encode_text = jax.jit(lambda p, ids: text_module.apply({"params": p}, ids))
-    self._programs: dict[Any, Any] = {}
 
   @classmethod
   def from_checkpoint(cls, path: str, step: int | None = None, use_ema: bool = True,
                       **kwargs) -> TIPRestorer:
-    """A trained TIP checkpoint (and the backbone folder it names)."""
-    from tip_jax.train.checkpoint import load_for_inference  # pulls in orbax/optax
+    """A trained TIP checkpoint (EMA params only are read) and the backbone it names."""
+    from tip_jax.experiment.checkpoint import load_for_inference  # pulls in orbax/grain
     loaded = load_for_inference(path, step=step, use_ema=use_ema)
     return cls(loaded.backbone, loaded.controlnet, loaded.controlnet_params,
                resolution=loaded.resolution, degrade_config=loaded.degrade_config, **kwargs)
+
+  def with_params(self, controlnet_params: dict) -> TIPRestorer:
+    """The same restorer with other ControlNet params (another checkpoint or EMA state);
+    it shares every compiled program."""
+    other = copy.copy(self)
+    other.controlnet_params = controlnet_params
+    return other
 
   def upsample_factor(self, restoration_prompt: str) -> float | None:
     """The prompt's "Upsample to Fx" factor, None if it names none; raises
     `PromptError` (naming the clause) for a prompt the model was not trained on."""
     text = " ".join(restoration_prompt.split())
-    if text.lower().rstrip(" ;.") == BLIND_PROMPT.lower():
+    if prompts.is_blind(text):
       return None
     tip_cfg = self.degrade_config.tip
     return prompts.parse(text, tip_cfg.ranges, tip_cfg.defaults).downsample
 
   def restore(self, image: np.ndarray, semantic_prompt: str = "",
               restoration_prompt: str = BLIND_PROMPT, steps: int = 50,
-              guidance: float = DEFAULT_GUIDANCE, seed: int = 0, *, sampler: str = "ddim",
-              restoration_guidance: float = 1.0, control_scale: float = 1.0,
-              strength: float = 1.0, tile: int | None = None, tile_overlap: int | None = None,
-              color_fix: str | None = None, upsample: bool = True,
-              devices: int | None = None) -> np.ndarray:
-    """uint8 (H, W, 3) (or grey / RGBA) -> restored uint8 (H', W', 3).
+              guidance: float = DEFAULT_GUIDANCE, seed: int = 0, **options) -> np.ndarray:
+    """uint8 (H, W, 3) (or grey / RGBA) -> restored uint8 (H', W', 3); `options` are
+    `restore_batch`'s."""
+    return self.restore_batch([image], [semantic_prompt], [restoration_prompt], steps=steps,
+                              guidance=guidance, seed=[seed], **options)[0]
 
-    guidance: w of classifier-free guidance on the semantic prompt (skipped when the
+  def restore_batch(self, images: Sequence[np.ndarray],
+                    semantic_prompts: str | Sequence[str] = "",
+                    restoration_prompts: str | Sequence[str] = BLIND_PROMPT, steps: int = 50,
+                    guidance: float = DEFAULT_GUIDANCE, seed: int | Sequence[int] = 0, *,
+                    sampler: str = "ddim", restoration_guidance: float = 1.0,
+                    control_scale: float = 1.0, strength: float = 1.0,
+                    tile: int | None = None, tile_overlap: int | None = None,
+                    color_fix: str | None = None, upsample: bool = True,
+                    devices: int | None = None) -> np.ndarray:
+    """Same-size uint8 images (after any "Upsample to" resize), each with its own prompts
+    (a str applies to all) → uint8 (B, H', W', 3), in one sampling program.
+
+    seed: one per image (an int s gives s, s+1, ...); image i's noise is drawn from
+      its own seed alone, so it restores as it would on its own (`restore`).
+    guidance: w of classifier-free guidance on the semantic prompt (skipped when every
       prompt is empty: both branches would be equal). restoration_guidance: w_r > 1
       extrapolates from the "" restoration prompt towards the given one (off at 1).
     control_scale: strength of the ControlNet's modulation (1 = as trained).
@@ -109,63 +218,82 @@ class TIPRestorer:
       resize it by F (bicubic) as training did, before restoring.
     devices: spread the tiles over this many devices.
     """
-    factor = self.upsample_factor(restoration_prompt) if upsample else None
-    degraded = _as_rgb(image)
-    if factor is not None:
-      degraded = _resize(degraded, factor)
+    n = len(images)
+    semantic = _per_image(semantic_prompts, n, "semantic_prompts")
+    restoration = _per_image(restoration_prompts, n, "restoration_prompts")
+    seeds = list(range(seed, seed + n)) if isinstance(seed, int) else list(seed)
+    if len(seeds) != n:
+      raise ValueError(f"{len(seeds)} seeds for {n} images")
+    degraded = []
+    for image, text in zip(images, restoration):
+      factor = self.upsample_factor(text) if upsample else None
+      rgb = _as_rgb(image)
+      degraded.append(rgb if factor is None else _resize(rgb, factor))
+    if len({d.shape for d in degraded}) > 1:
+      raise ValueError("restore_batch needs images of one size (after any upsampling), got "
+                       f"{sorted({d.shape[1:3] for d in degraded})}")
+    degraded = np.concatenate(degraded)
     height, width = degraded.shape[1:3]
     padded = _pad_to(degraded, self.multiple)
-    call = self._layout(padded.shape[1:3], tile, tile_overlap, devices,
-                        cfg=guidance != 1.0 and semantic_prompt != "",
-                        restoration_cfg=restoration_guidance != 1.0)
+    layout = self._layout(padded.shape[1:3], tile, tile_overlap, devices,
+                          cfg=guidance != 1.0 and any(semantic),
+                          restoration_cfg=restoration_guidance != 1.0)
     plan = samplers.make_plan(self.schedule, steps, sampler, strength)
-    semantic, restoration = self._embeddings(call, semantic_prompt, restoration_prompt)
-    vae_params = self.backbone.vae[1]
-    channels = self.backbone.unet[0].config.in_channels
-    noise = jax.random.normal(jax.random.key(seed), (1, *call.latent, channels))
-    start = noise
+    sem_states, res_states = self._embeddings(layout, semantic, restoration)
+    vae = self.backbone.vae
+    channels = self.backbone.unet.module.config.in_channels
+    start = jnp.concatenate([jax.random.normal(jax.random.key(s), (1, *layout.latent, channels))
+                             for s in seeds])
     if strength < 1.0:
-      z0 = self._program("encode", call)(vae_params, padded)
-      start = add_noise(self.schedule, z0, noise, plan.timesteps[:1])
+      z0 = encode(vae.params, padded, vae=vae.module, layout=layout)
+      start = add_noise(self.schedule, z0, start, jnp.repeat(plan.timesteps[:1], n))
     scales = jnp.asarray([guidance, restoration_guidance, control_scale], jnp.float32)
-    logging.info("restoring %dx%d: %d step(s) of %s, %s", width, height, plan.steps, sampler,
-                 f"{len(call.tiles)} tiles" if call.tiles else "untiled")
-    latent = self._program("sample", call)(self._params(), start, padded, semantic, restoration,
-                                           plan, scales)
-    out = self._program("decode", call)(vae_params, latent)[:, :height, :width]
+    logging.info("restoring %d image(s) of %dx%d: %d step(s) of %s, %s", n, width, height,
+                 plan.steps, sampler,
+                 f"{len(layout.tiles)} tiles" if layout.tiles else "untiled")
+    latent = sample_latents(self._params(), start, padded, sem_states, res_states, plan, scales,
+                            unet=self.backbone.unet.module, controlnet=self.controlnet,
+                            layout=layout)
+    out = decode(vae.params, latent, vae=vae.module, layout=layout)[:, :height, :width]
     if color_fix is not None:
-      out = _color_fix(out, degraded * 2 - 1, color_fix)
-    return np.asarray(jnp.round(jnp.clip(out[0] + 1, 0, 2) * 127.5)).astype(np.uint8)
+      out = _color_fix(out, jnp.asarray(degraded) * 2 - 1, color_fix)
+    return np.asarray(jnp.round(jnp.clip(out + 1, 0, 2) * 127.5)).astype(np.uint8)
 
   def memory_bytes(self, height: int, width: int, *, tile: int | None = None,
                    tile_overlap: int | None = None, cfg: bool = True) -> dict[str, int]:
     """Peak bytes (arguments + outputs + temporaries, from XLA's memory analysis of the
-    compiled programs; nothing is run) of sampling and of decoding an image this size."""
+    compiled programs; nothing is run) of sampling and of decoding one image this size."""
     shape = (1, -(-height // self.multiple) * self.multiple,
              -(-width // self.multiple) * self.multiple, 3)
-    call = self._layout(shape[1:3], tile, tile_overlap, None, cfg=cfg, restoration_cfg=False)
+    layout = self._layout(shape[1:3], tile, tile_overlap, None, cfg=cfg, restoration_cfg=False)
     abstract = lambda x: jax.tree.map(  # noqa: E731
         lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), x)
-    emb = jax.eval_shape(self._encode_text, self.backbone.text_encoder[1],
-                         jnp.zeros((1 + cfg, 77), jnp.int32))
-    latent = jax.ShapeDtypeStruct((1, *call.latent, self.backbone.unet[0].config.in_channels),
-                                  jnp.float32)
+    text = self.backbone.text_encoder
+    emb = jax.eval_shape(functools.partial(encode_text, text_encoder=text.module), text.params,
+                         jnp.zeros((layout.rows, 77), jnp.int32))
+    emb = jax.ShapeDtypeStruct((1,) + emb.shape, emb.dtype)
+    latent = jax.ShapeDtypeStruct(
+        (1, *layout.latent, self.backbone.unet.module.config.in_channels), jnp.float32)
     plan = samplers.make_plan(self.schedule, 2)
-    sample_args = (abstract(self._params()), latent, jax.ShapeDtypeStruct(shape, jnp.float32),
-                   emb, emb, abstract(plan), jax.ShapeDtypeStruct((3,), jnp.float32))
+    vae = self.backbone.vae
+    programs = {
+        "sample": sample_latents.lower(
+            abstract(self._params()), latent, jax.ShapeDtypeStruct(shape, jnp.float32), emb,
+            emb, abstract(plan), jax.ShapeDtypeStruct((3,), jnp.float32),
+            unet=self.backbone.unet.module, controlnet=self.controlnet, layout=layout),
+        "decode": decode.lower(abstract(vae.params), latent, vae=vae.module, layout=layout)}
     out = {}
-    for name, args in (("sample", sample_args),
-                       ("decode", (abstract(self.backbone.vae[1]), latent))):
-      stats = self._program(name, call).lower(*args).compile().memory_analysis()
+    for name, lowered in programs.items():
+      stats = lowered.compile().memory_analysis()
       out[name] = int(stats.argument_size_in_bytes + stats.output_size_in_bytes
                       + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
     return out
 
   def _params(self) -> dict:
-    return {"unet": self.backbone.unet[1], "controlnet": self.controlnet_params}
+    return {"unet": self.backbone.unet.params, "controlnet": self.controlnet_params}
 
   def _layout(self, padded: tuple[int, int], tile: int | None, overlap: int | None,
-              devices: int | None, *, cfg: bool, restoration_cfg: bool) -> _Call:
+              devices: int | None, *, cfg: bool, restoration_cfg: bool) -> Layout:
     tile = self.resolution if tile is None else tile
     tiles = None
     if tile and (padded[0] > tile or padded[1] > tile):
@@ -174,97 +302,34 @@ class TIPRestorer:
         raise ValueError(f"tile must be at least {self.multiple} pixels")
       overlap = tile // 4 if overlap is None else overlap
       tiles = tiling.Tiles.cover((padded[0] // 8, padded[1] // 8), tile // 8, overlap // 8)
-    return _Call((padded[0] // 8, padded[1] // 8), tiles, cfg, restoration_cfg,
-                 devices if tiles else None)
+    return Layout((padded[0] // 8, padded[1] // 8), tiles, cfg, restoration_cfg,
+                  devices if tiles else None, self.tile_batch if tiles else None)
 
-  def _embeddings(self, call: _Call, semantic: str, restoration: str) -> tuple[Array, Array]:
-    """CLIP states of each guidance row: (c_s, c_r), then (∅, c_r), then (c_s, "")."""
-    rows = [(semantic, restoration)]
-    if call.cfg:
-      rows.append(("", restoration))
-    if call.restoration_cfg:
-      rows.append((semantic, NULL_RESTORATION))
-    texts = [t for row in rows for t in row]
-    ids = tokenize(self.backbone.tokenizer, texts)
-    states = self._encode_text(self.backbone.text_encoder[1], ids)
-    return states[0::2], states[1::2]
+  def _embeddings(self, layout: Layout, semantic: list[str], restoration: list[str]
+                  ) -> tuple[Array, Array]:
+    """(B, rows, L, D) CLIP states of each image's guidance rows (see `Layout.rows`)."""
+    texts = []
+    for sem, res in zip(semantic, restoration):
+      rows = [(sem, res)]
+      if layout.cfg:
+        rows.append(("", res))
+      if layout.restoration_cfg:
+        rows.append((sem, NULL_RESTORATION))
+      texts += [t for row in rows for t in row]
+    text = self.backbone.text_encoder
+    states = encode_text(text.params, tokenize(self.backbone.tokenizer, texts),
+                         text_encoder=text.module)
+    states = states.reshape((len(semantic), layout.rows, 2) + states.shape[1:])
+    return states[:, :, 0], states[:, :, 1]
 
-  def _program(self, name: str, call: _Call):
-    key = (name, call)
-    if key not in self._programs:
-      build = {"sample": self._sample_fn, "decode": self._decode_fn, "encode": self._encode_fn}
-      self._programs[key] = jax.jit(build[name](call))
-    return self._programs[key]
 
-  def _guided_fn(self, call: _Call):
-    """guided(consts, x, y): the model output for one latent (tile) x and its image y,
-    guidance applied; consts = (params, t, semantic rows, restoration rows, scales)."""
-    unet, controlnet = self.backbone.unet[0], self.controlnet
-
-    def guided(consts, x, y):
-      params, t, semantic, restoration, scales = consts
-      rows = semantic.shape[0]
-      out = tip.predict(unet, controlnet, params["unet"], params["controlnet"],
-                        jnp.repeat(x, rows, 0), jnp.full((rows,), t), semantic, restoration,
-                        jnp.repeat(y, rows, 0), scales[2])
-      m = out[0]
-      if call.cfg:
-        m = out[1] + scales[0] * (out[0] - out[1])
-      if call.restoration_cfg:
-        m = m + (scales[1] - 1) * (out[0] - out[-1])
-      return m[None]
-
-    return guided
-
-  def _sample_fn(self, call: _Call):
-    guided = self._guided_fn(call)
-    mesh = tiling.tile_mesh(call.devices)
-
-    def run(params, start, degraded, semantic, restoration, plan, scales):
-      def denoise(x, t):
-        consts = (params, t, semantic, restoration, scales)
-        if call.tiles is None:
-          return guided(consts, x, degraded)
-        outs = tiling.map_tiles(lambda c, xy: guided(c, *xy), consts,
-                                (call.tiles.split(x), y_tiles), mesh, self.tile_batch)
-        return call.tiles.merge(outs)
-
-      y_tiles = call.tiles.scaled(8).split(degraded) if call.tiles else None
-      return samplers.sample(denoise, start, plan)
-
-    return run
-
-  def _vae(self, method: str):
-    vae = self.backbone.vae[0]
-    return lambda p, x: vae.apply({"params": p}, x, method=method)
-
-  def _decode_fn(self, call: _Call):
-    cfg = self.backbone.vae[0].config
-    decode = self._vae("decode")
-
-    def run(vae_params, latent):
-      z = latent / cfg.scaling_factor + (cfg.shift_factor or 0.0)
-      if call.tiles is None:
-        return decode(vae_params, z)
-      outs = tiling.map_tiles(lambda p, t: decode(p, t), vae_params, call.tiles.split(z))
-      return call.tiles.scaled(8).merge(outs)
-
-    return run
-
-  def _encode_fn(self, call: _Call):
-    cfg = self.backbone.vae[0].config
-    encode = self._vae("encode")
-
-    def run(vae_params, images):
-      if call.tiles is None:
-        mean = encode(vae_params, images)[0]
-      else:
-        pixel_tiles = call.tiles.scaled(8)
-        outs = tiling.map_tiles(lambda p, t: encode(p, t)[0], vae_params, pixel_tiles.split(images))
-        mean = call.tiles.merge(outs)
-      return (mean - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
-
-    return run
+def _per_image(texts: str | Sequence[str], n: int, what: str) -> list[str]:
+  if isinstance(texts, str):
+    return [texts] * n
+  texts = [str(t) for t in texts]
+  if len(texts) != n:
+    raise ValueError(f"{len(texts)} {what} for {n} images")
+  return texts
 
 
 _color_fix = jax.jit(colorfix.color_fix, static_argnums=2)

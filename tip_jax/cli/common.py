@@ -1,91 +1,64 @@
-"""Flags and set-up shared by `tip-restore` and `tip-walk`: the checkpoint, the sampling
-options, and loading a restorer with one clear line on failure."""
+"""What every console script shares: the flags several define (once, here), `--help`,
+and failing with one line.
+
+Each script's module docstring starts with its usage and an example; `run` prints it
+with the script's own flags for `-h`/`--help` and exits 0 (absl alone would show only
+the flags of the `__main__` module, which for a console script is pip's wrapper, and
+exit 1). A `TipError` from the script (a bad path, config, prompt, image or
+checkpoint) becomes one line on stderr and exit status 1; any other exception is a
+bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import sys
+from types import ModuleType
+from typing import Callable, NoReturn, Sequence
 
-from absl import flags
+from absl import app, flags
 
-from tip_jax.convert.diffusers import CheckpointError
-from tip_jax.degrade import PromptError, prompts
-from tip_jax.diffusion import colorfix, samplers
-from tip_jax.restore import DEFAULT_GUIDANCE, TIPRestorer
+from tip_jax.errors import TipError
 
-CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained TIP checkpoint (workdir).")
-OUT = flags.DEFINE_string("out", None, "tip-restore: the folder for the restored PNGs; "
-                          "tip-walk: the grid's PNG file (default walk.png).")
-SEMANTIC = flags.DEFINE_string("semantic", "", "Semantic prompt c_s (\"\" = none).")
-STEPS = flags.DEFINE_integer("steps", 50, "Sampling steps.")
-GUIDANCE = flags.DEFINE_float("guidance", DEFAULT_GUIDANCE, "Classifier-free guidance scale "
-                              "on the semantic prompt.")
-RESTORATION_GUIDANCE = flags.DEFINE_float("restoration_guidance", 1.0, "Guidance scale on "
-                                          "the restoration prompt (1 = off).")
-CONTROL_SCALE = flags.DEFINE_float("control_scale", 1.0, "ControlNet modulation strength.")
-STRENGTH = flags.DEFINE_float("strength", 1.0, "Below 1: start from the input's latent, "
-                              "noised to this fraction of the steps.")
-SEED = flags.DEFINE_integer("seed", 0, "Noise seed; the same seed gives the same image.")
-SAMPLER = flags.DEFINE_enum("sampler", "ddim", sorted(samplers.SAMPLERS), "Sampler.")
-TILE = flags.DEFINE_integer("tile", None, "Tile side in pixels (default: the model's "
-                            "resolution; 0 = never tile).")
-TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", None, "Tile overlap in pixels "
-                                    "(default: tile / 4).")
-COLOR_FIX = flags.DEFINE_enum("color_fix", None, list(colorfix.METHODS), "Colour correction "
-                              "towards the input (default: none).")
-DEVICES = flags.DEFINE_integer("devices", None, "Spread tiles over this many devices.")
+OUT = flags.DEFINE_string("out", None, "Output: the folder for tip-restore's PNGs, the PNG file "
+                          "of tip-walk (default walk.png) and tip-degrade (default "
+                          "degradations.png).")
+SEED = flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same images.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
 
-
-def check_options(prog: str) -> None:
-  """One line and exit for sampling options no restore could run with."""
-  problems = [(STEPS.value < 1, "--steps must be at least 1"),
-              (not 0 < STRENGTH.value <= 1, "--strength must be in (0, 1]"),
-              ((TILE.value or 0) < 0, "--tile must be 0 (no tiling) or a size in pixels"),
-              ((TILE_OVERLAP.value or 0) < 0, "--tile_overlap must not be negative"),
-              (bool(TILE.value) and (TILE_OVERLAP.value or 0) >= TILE.value,
-               "--tile_overlap must be smaller than --tile"),
-              ((DEVICES.value or 1) < 1, "--devices must be at least 1")]
-  for bad, message in problems:
-    if bad:
-      sys.exit(f"{prog}: {message}")
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
 
 
-def canonical_prompt(text: str) -> str:
-  """The prompt with its clauses in pipeline order and values at the precision training
-  printed them; checks the wording only (the ranges are the checkpoint's, checked by
-  `load_restorer`). Raises PromptError."""
-  if text.lower().rstrip(" ;.") == prompts.BLIND_PROMPT.lower():
-    return prompts.BLIND_PROMPT
-  return prompts.parse(text, defaults={c.field: 1.0 for c in prompts.CLAUSES}).prompt()
+def fail(prog: str, message: str) -> NoReturn:
+  sys.exit(f"{prog}: {message}")
 
 
-def check_prompt_wording(prog: str, text: str) -> None:
-  """Fails fast, before anything is loaded, on a prompt that cannot parse at all."""
-  try:
-    canonical_prompt(text)
-  except PromptError as e:
-    sys.exit(f"{prog}: restoration prompt: {e}")
+def _flag_module(module: ModuleType) -> str:
+  """The name absl filed a module's flags under (a script run as `python -m` is
+  `__main__`, which absl files under `sys.argv[0]`)."""
+  return sys.argv[0] if module.__name__ == "__main__" else module.__name__
 
 
-def load_restorer(prog: str, restoration_prompts: list[str]) -> TIPRestorer:
-  if not CHECKPOINT.value:
-    sys.exit(f"{prog}: --checkpoint is required")
-  try:
-    restorer = TIPRestorer.from_checkpoint(CHECKPOINT.value)
-  except (CheckpointError, FileNotFoundError) as e:
-    sys.exit(f"{prog}: cannot load checkpoint {CHECKPOINT.value}: {e}")
-  for text in restoration_prompts:
+def help_text(doc: str, modules: Sequence[ModuleType]) -> str:
+  """The usage (the script's docstring) and the help of its flags."""
+  sections = [doc.strip(), "flags:"]
+  for module in modules:
+    sections.append(flags.FLAGS.module_help(_flag_module(module)))
+  sections.append("Try --helpfull for every flag, absl's and JAX's included.")
+  return "\n\n".join(s for s in sections if s.strip())
+
+
+def run(main: Callable[[list[str]], None], prog: str, doc: str,
+        modules: Sequence[ModuleType]) -> None:
+  """`app.run(main)` with this package's `--help` and `TipError` handling (see above)."""
+  argv = sys.argv[: sys.argv.index("--")] if "--" in sys.argv else sys.argv
+  if any(arg in HELP_FLAGS for arg in argv[1:]):
+    print(help_text(doc, modules))
+    sys.exit(0)
+
+  def guarded(args: list[str]) -> None:
     try:
-      restorer.upsample_factor(text)
-    except PromptError as e:
-      sys.exit(f"{prog}: restoration prompt: {e}")
-  return restorer
+      main(args)
+    except TipError as e:
+      fail(prog, str(e))
 
-
-def restore_options() -> dict:
-  """Keyword arguments of `TIPRestorer.restore` from the shared flags."""
-  return dict(semantic_prompt=SEMANTIC.value, steps=STEPS.value, guidance=GUIDANCE.value,
-              seed=SEED.value, sampler=SAMPLER.value,
-              restoration_guidance=RESTORATION_GUIDANCE.value,
-              control_scale=CONTROL_SCALE.value, strength=STRENGTH.value, tile=TILE.value,
-              tile_overlap=TILE_OVERLAP.value, color_fix=COLOR_FIX.value, devices=DEVICES.value)
+  app.run(guarded)

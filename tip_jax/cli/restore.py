@@ -1,4 +1,7 @@
-"""`tip-restore INPUT... --out DIR --checkpoint CKPT --restoration "Deblur with sigma 3.0"`
+"""Usage: tip-restore INPUT... --out DIR --checkpoint CKPT [--restoration PROMPT] [options]
+
+    tip-restore photo.jpg more_photos/ --checkpoint /tmp/tip_tiny --out restored/ \
+      --semantic "a red motorcycle" --restoration "Deblur with sigma 2.0;" --steps 50
 
 Restores image files, or every image in the given folders, into DIR as PNGs (same stem).
 A bad input (missing, not an image, truncated) is reported on one line and the others
@@ -12,12 +15,13 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from tqdm import tqdm
 
-from tip_jax.cli import common
-from tip_jax.cli.images import IMAGE_SUFFIXES, ImageError, read_rgb, write_png
+from tip_jax.cli import common, sampling
 from tip_jax.degrade import BLIND_PROMPT
+from tip_jax.errors import ImageError
+from tip_jax.image_io import IMAGE_SUFFIXES, read_rgb, write_png
 
 PROG = "tip-restore"
 _RESTORATION = flags.DEFINE_string("restoration", BLIND_PROMPT, "Restoration prompt c_r.")
@@ -39,18 +43,18 @@ def expand(inputs: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   inputs = argv[1:]
   if not inputs:
-    sys.exit(f"{PROG}: give at least one INPUT file or folder (usage: {PROG} INPUT... "
-             "--out DIR --checkpoint CKPT)")
+    common.fail(PROG, f"give at least one INPUT file or folder (usage: {PROG} INPUT... "
+                "--out DIR --checkpoint CKPT)")
   if not common.OUT.value:
-    sys.exit(f"{PROG}: --out DIR is required")
+    common.fail(PROG, "--out DIR is required")
   if os.path.exists(common.OUT.value) and not os.path.isdir(common.OUT.value):
-    sys.exit(f"{PROG}: --out {common.OUT.value} exists and is not a folder")
-  common.check_options(PROG)
-  common.check_prompt_wording(PROG, _RESTORATION.value)
-  restorer = common.load_restorer(PROG, [_RESTORATION.value])
+    common.fail(PROG, f"--out {common.OUT.value} exists and is not a folder")
+  sampling.check_options(PROG)
+  sampling.check_prompt_wording(PROG, _RESTORATION.value)
+  restorer = sampling.load_restorer(PROG, [_RESTORATION.value])
   files = expand(inputs)
   if not files:
-    sys.exit(f"{PROG}: no images found in {', '.join(inputs)}")
+    common.fail(PROG, f"no images found in {', '.join(inputs)}")
 
   failures, written, claimed = 0, 0, {}
   for path in tqdm(files, desc=PROG, unit="image", disable=None):
@@ -72,7 +76,7 @@ def main(argv: list[str]) -> None:
       continue
     claimed[target] = path
     restored = restorer.restore(image, restoration_prompt=_RESTORATION.value,
-                                **common.restore_options())
+                                **sampling.restore_options())
     write_png(restored, target)
     written += 1
   print(f"{PROG}: restored {written} of {len(files)} image(s) into {common.OUT.value}")
@@ -81,7 +85,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  app.run(main)
+  common.run(main, PROG, __doc__, [sys.modules[__name__], common, sampling])
 
 
 if __name__ == "__main__":

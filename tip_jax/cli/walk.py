@@ -1,4 +1,10 @@
-"""`tip-walk INPUT --checkpoint CKPT --out walk.png`: the paper's prompt-space walk.
+"""Usage: tip-walk INPUT --checkpoint CKPT [--out walk.png] [--rows ... --cols ...]
+
+    tip-walk photo.jpg --checkpoint /tmp/tip_tiny --out walk.png \
+      --rows "Denoise with sigma {}" --row_values 0.02,0.06,0.10 \
+      --cols "Deblur with sigma {}" --col_values 1.0,2.0,3.0
+
+The paper's prompt-space walk.
 
 One input restored over a grid of two restoration strengths (Fig. 6 / Fig. 9): rows
 walk one clause ("Denoise with sigma {}"), columns another ("Deblur with sigma {}"),
@@ -12,13 +18,13 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 from tqdm import tqdm
 
-from tip_jax.cli import common
-from tip_jax.cli.images import ImageError, labelled_grid, read_rgb, write_png
-from tip_jax.degrade import PromptError
+from tip_jax.cli import common, sampling
+from tip_jax.errors import ImageError, PromptError
+from tip_jax.image_io import labelled_grid, read_rgb, write_png
 
 PROG = "tip-walk"
 _ROWS = flags.DEFINE_string("rows", "Denoise with sigma {}", "Row clause; {} takes a value.")
@@ -30,32 +36,32 @@ _COL_VALUES = flags.DEFINE_list("col_values", ["1.0", "2.0", "3.0"], "Column val
 def walk_prompts(rows: str, row_values: list[str], cols: str, col_values: list[str]
                  ) -> list[list[str]]:
   """The grid's prompts, each in canonical form (raises PromptError)."""
-  return [[common.canonical_prompt(f"{rows.format(r)}; {cols.format(c)};") for c in col_values]
+  return [[sampling.canonical_prompt(f"{rows.format(r)}; {cols.format(c)};") for c in col_values]
           for r in row_values]
 
 
 def main(argv: list[str]) -> None:
   if len(argv) != 2:
-    sys.exit(f"{PROG}: give exactly one INPUT image (usage: {PROG} INPUT --checkpoint CKPT "
-             "--out walk.png)")
+    common.fail(PROG, f"give exactly one INPUT image (usage: {PROG} INPUT --checkpoint CKPT "
+                "--out walk.png)")
   out = common.OUT.value or "walk.png"
   if os.path.exists(out) and not common.OVERWRITE.value:
-    sys.exit(f"{PROG}: {out} exists; pass --overwrite to replace it")
-  common.check_options(PROG)
+    common.fail(PROG, f"{out} exists; pass --overwrite to replace it")
+  sampling.check_options(PROG)
   if "{}" not in _ROWS.value or "{}" not in _COLS.value:
-    sys.exit(f"{PROG}: --rows and --cols each need a {{}} where the value goes")
+    common.fail(PROG, "--rows and --cols each need a {} where the value goes")
   try:
     grid = walk_prompts(_ROWS.value, _ROW_VALUES.value, _COLS.value, _COL_VALUES.value)
   except PromptError as e:
-    sys.exit(f"{PROG}: restoration prompt: {e}")
+    common.fail(PROG, f"restoration prompt: {e}")
   cells = [p for line in grid for p in line]
   try:
     image = read_rgb(argv[1])
   except ImageError as e:
-    sys.exit(f"{PROG}: {e}")
-  restorer = common.load_restorer(PROG, cells)
+    common.fail(PROG, str(e))
+  restorer = sampling.load_restorer(PROG, cells)
 
-  restored = [restorer.restore(image, restoration_prompt=p, **common.restore_options())
+  restored = [restorer.restore(image, restoration_prompt=p, **sampling.restore_options())
               for p in tqdm(cells, desc=PROG, unit="cell", disable=None)]
   # Every cell is shown at the first one's size: walking an "Upsample to" clause changes
   # the output size along that axis, and the input is smaller still.
@@ -70,7 +76,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  app.run(main)
+  common.run(main, PROG, __doc__, [sys.modules[__name__], common, sampling])
 
 
 if __name__ == "__main__":

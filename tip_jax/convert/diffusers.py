@@ -14,7 +14,7 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -23,12 +23,10 @@ from absl import logging
 from flax.traverse_util import flatten_dict, unflatten_dict
 from safetensors.numpy import load_file
 
+from tip_jax.errors import CheckpointError
 from tip_jax.models import params as params_lib
+from tip_jax.models.backbone import Backbone, Part
 from tip_jax.models.layers import ModelOptions
-
-
-class CheckpointError(ValueError):
-  """A checkpoint folder that cannot be loaded; the message names the cause."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +172,7 @@ def convert_state_dict(state: dict[str, np.ndarray], module: nn.Module, name: st
 
 
 def load_component(path: str, name: str, options: ModelOptions | None = None
-                   ) -> tuple[nn.Module, dict]:
+                   ) -> Part:
   """Loads `unet | vae | text_encoder | controlnet` from a diffusers-format folder."""
   if name not in COMPONENTS:
     raise CheckpointError(f"unknown component {name!r}; expected one of {sorted(COMPONENTS)}")
@@ -190,27 +188,8 @@ def load_component(path: str, name: str, options: ModelOptions | None = None
     except Exception as e:  # safetensors raises its own error types for corrupt files
       raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from None
   logging.info("loaded %d tensors for %s from %s", len(state), name, folder)
-  return module, convert_state_dict(state, module, name, source=folder)
+  return Part(module, convert_state_dict(state, module, name, source=folder))
 
-
-
-@dataclasses.dataclass
-class Backbone:
-  """A frozen Stable Diffusion: each component as (module, params), plus its tokenizer."""
-
-  unet: tuple[nn.Module, dict]
-  vae: tuple[nn.Module, dict]
-  text_encoder: tuple[nn.Module, dict]
-  tokenizer: Any
-  scheduler_config: dict
-
-  @property
-  def prediction_type(self) -> str:
-    return self.unet[0].config.prediction_type
-
-  @property
-  def scaling_factor(self) -> float:
-    return self.vae[0].config.scaling_factor
 
 
 def load_backbone(path: str, options: ModelOptions | None = None) -> Backbone:
@@ -234,10 +213,12 @@ def load_backbone(path: str, options: ModelOptions | None = None) -> Backbone:
       scheduler_config = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise CheckpointError(f"{sched_file}: unreadable scheduler config ({e})") from None
-  unet, unet_params = load_component(path, "unet", options)
+  unet = load_component(path, "unet", options)
   prediction = scheduler_config.get("prediction_type", "epsilon")
-  unet = unet.clone(config=dataclasses.replace(unet.config, prediction_type=prediction))
-  return Backbone(unet=(unet, unet_params), vae=load_component(path, "vae", options),
+  unet = Part(unet.module.clone(config=dataclasses.replace(unet.module.config,
+                                                          prediction_type=prediction)),
+              unet.params)
+  return Backbone(unet=unet, vae=load_component(path, "vae", options),
                   text_encoder=load_component(path, "text_encoder", options),
                   tokenizer=load_tokenizer(os.path.join(path, "tokenizer")),
                   scheduler_config=scheduler_config)

@@ -12,7 +12,7 @@ import functools
 import importlib.resources
 from typing import Any
 
-from tip_jax.data.sources import DataError
+from tip_jax.errors import DataError
 
 # (file in skimage/data, the `skimage.data` loader that reads it, captions)
 PHOTOS = (

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 from PIL import Image
 
 from tip_jax.data import sources
-from tip_jax.data.sources import DataError
+from tip_jax.errors import DataError
 
 IMAGE_COLUMNS = ("file_name", "filename", "image", "image_path", "path", "file")
 CAPTION_COLUMNS = ("caption", "captions", "text", "alt_text", "prompt")

@@ -19,7 +19,8 @@ A batch of B examples (all numpy):
     semantic_prompt, restoration_prompt   str (B,), for image grids (keep them off device)
     index              int64 (B,)      record index in the source
     degrade            the `DegradeParams` leaves as a nested dict with a batch axis;
-                       `degrade_params(batch["degrade"], degrade_config)` rebuilds it
+                       `degrade.params_from_tree(batch["degrade"], degrade_config)`
+                       rebuilds it
     stats              {event: int32 (B,)} for `images.EVENTS`: what each example's own
                        file needed (conversion, upscaling, ...) plus the skips since the
                        previous example of its stream; summed over batches = all events
@@ -38,46 +39,20 @@ handler, which writes one JSON file per process (`process_<i>-of-<n>.json`):
 from __future__ import annotations
 
 import collections
-import dataclasses
-import functools
 from typing import Any
 
 import grain
 import jax
 import numpy as np
-from absl import flags
 
 from tip_jax import degrade
 from tip_jax.data import images, sources
+from tip_jax.data.config import DataConfig
+from tip_jax.errors import ConfigError
 from tip_jax.models import tokenizer as tokenizer_lib
 
 _AUGMENT_STREAM = 0x617567   # separates crop/flip/caption draws from the degradation draws
 _MAX_CONSECUTIVE_SKIPS = 1000
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """What the trainer's `config.data` holds (`DataConfig(**config.data)`).
-
-  max_zoom: crops cover between 1/max_zoom and all of an image's short side (1 = the
-    usual resize-short-side-then-crop; the demo source wants ~4 to make its eight
-    photographs into many different crops).
-  num_workers: `mp_prefetch` processes (0 = in this process); each decodes with
-    `read_threads` threads and keeps `prefetch_buffer` batches ready.
-  max_pixels: the largest decode; bigger JPEGs are draft-decoded at 1/2..1/8, other
-    formats are skipped.
-  """
-
-  source: str = "demo"
-  resolution: int = 512
-  semantic_dropout: float = 0.1
-  flip: bool = True
-  max_zoom: float = 1.0
-  num_workers: int = 2
-  read_threads: int = 2
-  prefetch_buffer: int = 2
-  max_pixels: int = 8192 * 8192
-  shuffle: bool = True
 
 
 class _Skipped:
@@ -85,41 +60,6 @@ class _Skipped:
 
   def __init__(self, reason: str):
     self.reason = reason
-
-
-def _path_keys(path) -> tuple[str, ...]:
-  return tuple(getattr(k, "name", None) or k.key for k in path)
-
-
-def _params_tree(params: degrade.DegradeParams) -> dict[str, Any]:
-  """A batch-of-one `DegradeParams` -> nested dict of its leaves, batch axis removed."""
-  tree = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    *parents, last = _path_keys(path)
-    node = tree
-    for key in parents:
-      node = node.setdefault(key, {})
-    node[last] = np.asarray(leaf)[0]
-  return tree
-
-
-@functools.lru_cache(maxsize=None)
-def _params_layout(config: degrade.DegradeConfig):
-  flat, treedef = jax.tree_util.tree_flatten_with_path(degrade.sample_params(0, 1, config)[0])
-  return [_path_keys(path) for path, _ in flat], treedef
-
-
-def degrade_params(batch_degrade: dict[str, Any],
-                   degrade_config: degrade.DegradeConfig) -> degrade.DegradeParams:
-  """`batch["degrade"]` -> `DegradeParams` for `degrade.degrade`; numpy or jax leaves (jit-safe)."""
-  paths, treedef = _params_layout(degrade_config)
-  leaves = []
-  for keys in paths:
-    node = batch_degrade
-    for key in keys:
-      node = node[key]
-    leaves.append(node)
-  return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 class _Examples:
@@ -150,7 +90,7 @@ class _Examples:
             "semantic_prompt": np.str_("" if dropout < config.semantic_dropout else caption),
             "restoration_prompt": np.str_(restoration[0]),
             "index": np.int64(record_index),
-            "degrade": _params_tree(params),
+            "degrade": degrade.params_to_tree(params),
             "stats": {name: np.int32(name in events) for name in images.EVENTS}}
 
 
@@ -210,7 +150,7 @@ def make_dataset(config: DataConfig, *, batch_size: int, seed: int,
   `batch_size` is the per-process batch.
   """
   if tuple(degrade_config.size) != (config.resolution, config.resolution):
-    raise ValueError(f"degrade_config.size={degrade_config.size} but data.resolution="
+    raise ConfigError(f"degrade_config.size={degrade_config.size} but data.resolution="
                      f"{config.resolution}: the parameters are drawn for the crop size")
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
@@ -228,10 +168,6 @@ def make_dataset(config: DataConfig, *, batch_size: int, seed: int,
                                             batch_size))
   ds = _CarrySkips(ds).batch(batch_size, drop_remainder=True).map(_Tokenize(tokenizer))
   if config.num_workers > 0:
-    if not flags.FLAGS.is_parsed():
-      # Grain's worker start-up reads its absl flags; outside an absl app (pytest, a
-      # notebook) nothing has parsed them, and the defaults are what we want.
-      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=config.num_workers, per_worker_buffer_size=config.prefetch_buffer))
   return ds

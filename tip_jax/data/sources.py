@@ -27,13 +27,10 @@ import numpy as np
 from array_record.python import array_record_module
 
 from tip_jax.data.images import SKIPPED_CORRUPT, BadData
+from tip_jax.errors import DataError
 
 SHARD_OPTIONS = "group_size:1,uncompressed"
 _TFDS_SPEC = re.compile(r"tfds:(?P<name>[^:]+):(?P<split>[^:\[]+(?:\[[^\]]*\])?)(?::(?P<dir>.+))?$")
-
-
-class DataError(ValueError):
-  """A data problem the user can act on (bad spec, no files, unreadable annotations)."""
 
 
 class Source(Protocol):

@@ -5,9 +5,11 @@
 """
 
 from tip_jax.degrade.pipeline import (DegradeConfig, DegradeParams, degrade, degrade_sharded,
+                                      params_from_tree, params_to_tree,
                                       parse_restoration_prompt, restoration_prompt,
                                       sample_params)
-from tip_jax.degrade.prompts import BLIND_PROMPT, PromptError
+from tip_jax.degrade.prompts import BLIND_PROMPT
 
-__all__ = ["BLIND_PROMPT", "DegradeConfig", "DegradeParams", "PromptError", "degrade",
-           "degrade_sharded", "parse_restoration_prompt", "restoration_prompt", "sample_params"]
+__all__ = ["BLIND_PROMPT", "DegradeConfig", "DegradeParams", "degrade",
+           "degrade_sharded", "params_from_tree", "params_to_tree", "parse_restoration_prompt",
+           "restoration_prompt", "sample_params"]

@@ -11,7 +11,8 @@ gather the batch and filter every image on every device.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import functools
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -112,6 +113,42 @@ def parse_restoration_prompt(text: str, config: DegradeConfig = DegradeConfig()
   return DegradeParams(pipeline=np.asarray([TIP], np.int32),
                        noise_seed=np.zeros(1, np.uint32),
                        tip=parameterized.to_arrays([stages]), realesrgan=filler, config=config)
+
+
+def _path_keys(path) -> tuple[str, ...]:
+  return tuple(getattr(k, "name", None) or k.key for k in path)
+
+
+def params_to_tree(params: DegradeParams) -> dict[str, Any]:
+  """A batch-of-one `DegradeParams` -> nested dict of its leaves, batch axis removed: an
+  example's parameters as a data pipeline carries them (batched by stacking)."""
+  tree: dict[str, Any] = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    *parents, last = _path_keys(path)
+    node = tree
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[last] = np.asarray(leaf)[0]
+  return tree
+
+
+@functools.lru_cache(maxsize=None)
+def _params_layout(config: DegradeConfig):
+  flat, treedef = jax.tree_util.tree_flatten_with_path(sample_params(0, 1, config)[0])
+  return [_path_keys(path) for path, _ in flat], treedef
+
+
+def params_from_tree(tree: dict[str, Any], config: DegradeConfig) -> DegradeParams:
+  """Stacked `params_to_tree` dicts -> `DegradeParams` for `degrade`; numpy or jax leaves
+  (jit-safe: only the tree structure is read on the host)."""
+  paths, treedef = _params_layout(config)
+  leaves = []
+  for keys in paths:
+    node = tree
+    for key in keys:
+      node = node[key]
+    leaves.append(node)
+  return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def degrade(images: jax.Array, params: DegradeParams) -> jax.Array:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from tip_jax.errors import PromptError
+
 BLIND_PROMPT = "Remove all degradation"
 
 
-class PromptError(ValueError):
-  """A restoration prompt that does not parse; the message names the clause."""
+def is_blind(text: str) -> bool:
+  """Whether `text` is the blind prompt, in any case, with or without a final ";" or "."."""
+  return " ".join(text.split()).lower().rstrip(" ;.") == BLIND_PROMPT.lower()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +106,7 @@ def parse(text: str, ranges: dict[str, tuple[float, float]] | None = None,
     stage but no strength; the result then has with_values=False.
   """
   text = " ".join(text.split())
-  if text.lower().rstrip(" ;.") == BLIND_PROMPT.lower():
+  if is_blind(text):
     raise PromptError(f"{BLIND_PROMPT!r} is the blind restoration prompt: it names no "
                       "specific degradation to apply")
   values: dict[str, float] = {}

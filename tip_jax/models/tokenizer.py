@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from typing import Sequence
 
 import numpy as np
 
-from tip_jax.convert.diffusers import CheckpointError
+from tip_jax.errors import CheckpointError
 
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 _NUM_MERGES = 49152 - 256 - 2  # CLIP's vocabulary size before byte and special symbols
 _REQUIRED = ("vocab.json", "merges.txt")
 _BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+# Bump when `write_tokenizer_folder` writes anything differently: the cached folder's
+# name carries it, so an install never reads a folder an older one wrote.
+_FOLDER_FORMAT = 1
 
 
 def load_tokenizer(folder: str):
@@ -55,10 +58,13 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int = 77) -> np.ndarra
 
 
 def bundled_bpe_path() -> str:
-  """CLIP's BPE table shipped in `third_party/clip_bpe` (a source checkout or the install)."""
+  """CLIP's BPE table: package data of an installed wheel (`tip_jax/third_party/clip_bpe`,
+  wherever pip put the package: `--user`, a venv, a zip of site-packages) or, in a source
+  checkout and editable installs, the repository's `third_party/clip_bpe`."""
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   candidates = [
-      os.path.join(os.path.dirname(__file__), "..", "..", "third_party", "clip_bpe", _BPE_FILE),
-      os.path.join(sys.prefix, "share", "tip_jax", "clip_bpe", _BPE_FILE),
+      os.path.join(package, "third_party", "clip_bpe", _BPE_FILE),
+      os.path.join(package, "..", "third_party", "clip_bpe", _BPE_FILE),
   ]
   for path in candidates:
     if os.path.isfile(path):
@@ -74,7 +80,10 @@ def bundled_tokenizer(pad_token: str = EOT):
   For the tiny config and demos, which have no checkpoint folder. The folder is built
   once per machine under the temp dir (renamed into place, so concurrent workers agree).
   """
-  name = "tip_jax_clip_tokenizer_" + ("eot" if pad_token == EOT else f"{ord(pad_token[0]):x}")
+  with open(bundled_bpe_path(), "rb") as f:
+    table = hashlib.sha256(f.read()).hexdigest()[:12]
+  pad = "eot" if pad_token == EOT else f"{ord(pad_token[0]):x}"
+  name = f"tip_jax_clip_tokenizer_v{_FOLDER_FORMAT}_{table}_{pad}"
   folder = os.path.join(tempfile.gettempdir(), name)
   if not os.path.isfile(os.path.join(folder, "merges.txt")):
     staging = tempfile.mkdtemp(prefix=name + "_")

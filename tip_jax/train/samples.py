@@ -12,53 +12,50 @@ import os
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from tip_jax.cli.images import labelled_grid, write_png
-from tip_jax.data import pipeline as data_lib
-from tip_jax.degrade import DegradeConfig, degrade
+from tip_jax.data.config import DataConfig
+from tip_jax.degrade import degrade, params_from_tree
+from tip_jax.experiment.setup import Experiment
+from tip_jax.image_io import labelled_grid, write_png
 from tip_jax.restore import TIPRestorer
-from tip_jax.train.components import Components
 
 
 class SampleGrids:
   """Call with (step, EMA params) on every process; process 0 writes the grid."""
 
-  def __init__(self, comps: Components, config: ml_collections.ConfigDict,
-               degrade_config: DegradeConfig, writer: metric_writers.MetricWriter,
-               workdir: str):
-    data = data_lib.DataConfig(**{**config.data.to_dict(), "num_workers": 0})
-    batch = next(data_lib.make_iterator(
-        data, batch_size=config.sample_images, seed=config.seed + 1,
-        degrade_config=degrade_config, tokenizer=comps.tokenizer, process_index=0,
-        process_count=1))
+  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+    config, degrade_config = exp.config, exp.degrade_config
+    data = DataConfig(**{**config.data.to_dict(), "num_workers": 0})
+    batch = next(exp.data_iterator(data, seed=config.seed + 1,
+                                   batch_size=config.sample_images, process_index=0,
+                                   process_count=1))
     clean = batch["image"].astype(np.float32) / 255
-    degraded = degrade(clean, data_lib.degrade_params(batch["degrade"], degrade_config))
+    degraded = degrade(clean, params_from_tree(batch["degrade"], degrade_config))
     self.clean = clean
     self.degraded = np.asarray(np.round(np.asarray(degraded) * 255), np.uint8)
     use = config.prompts
     self.semantic = [str(p) if use.semantic else "" for p in batch["semantic_prompt"]]
     self.restoration = [str(p) if use.restoration else "" for p in batch["restoration_prompt"]]
-    self.restorer = TIPRestorer(comps.backbone(), comps.controlnet, None,
+    self.restorer = TIPRestorer(exp.components.backbone, exp.components.controlnet, None,
                                 resolution=config.data.resolution, degrade_config=degrade_config)
     self.steps, self.writer = config.sample_steps, writer
-    self.folder = os.path.join(workdir, "samples")
+    self.folder = os.path.join(exp.workdir, "samples")
 
   def __call__(self, step: int, ema_params: Any) -> None:
     if jax.process_count() > 1:  # every process joins the gather; only process 0 samples
       ema_params = multihost_utils.process_allgather(ema_params, tiled=True)
     if jax.process_index() != 0:
       return
-    self.restorer.controlnet_params = jax.device_get(ema_params)
+    restorer = self.restorer.with_params(jax.device_get(ema_params))
+    restored = restorer.restore_batch(self.degraded, self.semantic, self.restoration,
+                                      steps=self.steps, seed=0, upsample=False)
     tiles, labels = [], []
     for i, (sem, res) in enumerate(zip(self.semantic, self.restoration)):
-      restored = self.restorer.restore(self.degraded[i], sem, res, steps=self.steps, seed=i,
-                                       upsample=False)
-      tiles += [self.degraded[i] / 255, restored / 255, self.clean[i]]
+      tiles += [self.degraded[i] / 255, restored[i] / 255, self.clean[i]]
       labels += [f"c_r: {res or '(none)'}", f"c_s: {sem or '(none)'}", "clean"]
     grid = np.asarray(labelled_grid(tiles, labels, columns=3))
     self.writer.write_images(step, {"samples": grid[None]})

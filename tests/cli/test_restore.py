@@ -1,0 +1,125 @@
+"""`tip-restore` and `tip-walk` in-process on a tiny random restorer: files and folders in,
+PNGs out, one line per bad input, early stops for bad prompts and checkpoints."""
+
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+from tests.fixtures.restore import tiny_restorer
+
+from tip_jax.cli import restore as restore_cli
+from tip_jax.cli import walk as walk_cli
+from tip_jax.errors import CheckpointError
+from tip_jax.restore import TIPRestorer
+
+FAST = ["--checkpoint", "ckpt", "--steps", "3"]
+
+
+def _png(path, seed=0, size=(50, 70)):
+  pixels = np.random.default_rng(seed).integers(0, 256, size + (3,), dtype=np.uint8)
+  Image.fromarray(pixels).save(path)
+  return path
+
+
+@pytest.fixture
+def loads(monkeypatch):
+  """TIPRestorer.from_checkpoint -> the tiny restorer; records the paths it was given."""
+  calls = []
+
+  def fake(path, **kwargs):
+    calls.append(path)
+    return tiny_restorer()
+
+  monkeypatch.setattr(TIPRestorer, "from_checkpoint", fake)
+  return calls
+
+
+def _run(cli, *args, capsys):
+  """(exit status, stdout, stderr lines) of one command, flags reset as in a new process."""
+  flags.FLAGS.unparse_flags()
+  argv = flags.FLAGS([cli.PROG, *map(str, args)])
+  try:
+    cli.main(argv)
+    status = 0
+  except SystemExit as e:
+    status = e.code
+  out, err = capsys.readouterr()
+  lines = err.strip().splitlines()
+  if isinstance(status, str):   # sys.exit("message"): Python would print it to stderr
+    lines, status = lines + [status], 1
+  return status or 0, out, lines
+
+
+def test_folders_and_files_in_pngs_out_bad_inputs_reported(tmp_path, loads, capsys):
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  _png(inputs / "a.png")
+  _png(inputs / "b.jpg.png", seed=1)
+  (inputs / "fake.png").write_text("not a png")
+  whole = _png(tmp_path / "whole.png", seed=2).read_bytes()
+  (inputs / "cut.png").write_bytes(whole[:len(whole) // 2])
+  (inputs / "notes.txt").write_text("skipped: not an image suffix")
+  extra = _png(tmp_path / "c.png", seed=3)
+  out = tmp_path / "out"
+  status, stdout, err = _run(restore_cli, inputs, extra, tmp_path / "missing.png", "--out", out,
+                             *FAST, capsys=capsys)
+  assert status == 1
+  assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg.png", "c.png"]
+  assert Image.open(out / "a.png").size == (70, 50)
+  assert len(err) == 3, err
+  assert "cut.png: not a readable image" in err[0] and "truncated" in err[0]
+  assert "fake.png: not a readable image" in err[1]
+  assert "missing.png: no such file" in err[2]
+  assert "restored 3 of 6" in stdout
+  assert loads == ["ckpt"]
+
+
+def test_existing_outputs_are_kept_without_overwrite(tmp_path, loads, capsys):
+  image = _png(tmp_path / "x.png")
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "x.png").write_bytes(b"keep me")
+  status, _, err = _run(restore_cli, image, "--out", out, *FAST, capsys=capsys)
+  assert status == 1 and len(err) == 1 and "exists; pass --overwrite" in err[0]
+  assert (out / "x.png").read_bytes() == b"keep me"
+  status, _, err = _run(restore_cli, image, "--out", out, "--overwrite", *FAST, capsys=capsys)
+  assert status == 0 and err == []
+  first = np.asarray(Image.open(out / "x.png"))
+  _run(restore_cli, image, "--out", out, "--overwrite", *FAST, capsys=capsys)
+  np.testing.assert_array_equal(np.asarray(Image.open(out / "x.png")), first)  # same seed
+
+
+@pytest.mark.parametrize("args,message,loaded", [
+    (["--restoration", "Sharpen with sigma 2"], "unknown clause 'Sharpen with sigma 2'", False),
+    (["--restoration", "Deblur with sigma 40"], "40 is outside", True),
+    (["--checkpoint", "BROKEN"], "cannot load checkpoint BROKEN: bad/ has no config.json", False),
+    (["--tile", "64", "--tile_overlap", "64"], "--tile_overlap must be smaller", False),
+])
+def test_prompt_checkpoint_and_option_errors_stop_before_any_work(tmp_path, monkeypatch, loads, capsys,
+                                                           args, message, loaded):
+  def broken(path, **kwargs):
+    raise CheckpointError("bad/ has no config.json")
+
+  if "BROKEN" in args:
+    monkeypatch.setattr(TIPRestorer, "from_checkpoint", broken)
+  out = tmp_path / "out"
+  status, _, err = _run(restore_cli, _png(tmp_path / "x.png"), "--out", out, *FAST, *args,
+                        capsys=capsys)
+  assert status == 1 and len(err) == 1 and message in err[0], err
+  assert err[0].startswith("tip-restore: ") and not out.exists()
+  assert bool(loads) == loaded
+
+
+def test_walk_writes_one_labelled_grid(tmp_path, loads, capsys):
+  grid = tmp_path / "walk.png"
+  status, stdout, err = _run(walk_cli, _png(tmp_path / "x.png"), "--out", grid, *FAST,
+                             "--row_values", "0.02,0.10", "--col_values", "1,3",
+                             capsys=capsys)
+  assert status == 0 and err == [], err
+  assert "2x2 restorations" in stdout
+  im = Image.open(grid)
+  assert im.width == 2 * 70 and im.height > 3 * 50   # input row + 2 rows, labels under each
+  assert walk_cli.walk_prompts("Denoise with sigma {}", ["0.1"], "Deblur with sigma {}",
+                               ["3"]) == [["Deblur with sigma 3.0; Denoise with sigma 0.10;"]]
+  status, _, err = _run(walk_cli, tmp_path / "x.png", "--out", grid, *FAST, capsys=capsys)
+  assert status == 1 and "exists; pass --overwrite" in err[0]

@@ -1,0 +1,214 @@
+"""The trainer end to end on the tiny config: sharding, resume, SIGTERM, checkpoints.
+
+Runs are tiny (32² crops, batch 8) and share the session's compilation cache with
+the `tip-train` subprocesses some tests start (see conftest).
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict
+
+from tip_jax.experiment import checkpoint
+from tip_jax.experiment import setup as setup_lib
+from tip_jax.experiment import state as state_lib
+from tip_jax.experiment.config import load_config
+from tip_jax.train import trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_FILE = ROOT / "configs" / "tip.py"
+WORKER = ROOT / "tests" / "fixtures" / "train_worker.py"
+
+# What every run here changes from the tiny config (also passed to subprocesses).
+OVERRIDES = {"data.resolution": 32, "data.num_workers": 0, "batch_size": 8,
+             "log_every_steps": 1, "checkpoint_every_steps": 3, "sample_every_steps": 0,
+             "optim.warmup_steps": 2, "optim.schedule": "constant"}
+
+
+def tiny_config(**overrides):
+  return load_config(f"{CONFIG_FILE}:tiny", {**OVERRIDES, **overrides})
+
+
+def flags_for(**overrides) -> list[str]:
+  return [f"--config={CONFIG_FILE}:tiny"] + [
+      f"--config.{k}={v}" for k, v in {**OVERRIDES, **overrides}.items()]
+
+
+def params_of(state) -> dict:
+  return {k: np.asarray(v) for k, v in flatten_dict(jax.device_get(state.params)).items()}
+
+
+def max_diff(a: dict, b: dict) -> float:
+  assert a.keys() == b.keys()
+  return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+def subprocess_env(devices: int = 8) -> dict:
+  env = dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest")
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+def test_sharded_run_equals_single_device(tmp_path):
+  """data=2 x fsdp=4 on 8 devices vs one device accumulating two micro-batches of 4,
+  2 steps: params within 1e-5 (seen 2e-7)."""
+  sharded = trainer.train(tiny_config(total_steps=2, mesh={"data": 2, "fsdp": 4, "tensor": 1}),
+                          str(tmp_path / "sharded"))
+  single = trainer.train(tiny_config(total_steps=2, mesh={"data": 1, "fsdp": 1, "tensor": 1},
+                                     grad_accum_steps=2),
+                         str(tmp_path / "single"), devices=jax.devices()[:1])
+  assert max_diff(params_of(sharded), params_of(single)) < 1e-5
+
+
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
+  """6 steps straight == 3 steps, SIGKILL after the step-3 checkpoint, restart to 6."""
+  straight = trainer.train(tiny_config(total_steps=6), str(tmp_path / "straight"))
+
+  killed = tmp_path / "killed"
+  proc = subprocess.run(
+      [sys.executable, str(WORKER), *flags_for(total_steps=6),
+       f"--workdir={killed}", "--kill_after_save=3"],
+      env=subprocess_env(), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  assert sorted(int(p.name) for p in (killed / "checkpoints").iterdir()
+                if p.name.isdigit()) == [3]
+
+  resumed = trainer.train(tiny_config(total_steps=6), str(killed))
+  assert int(resumed.step) == 6
+  a, b = params_of(straight), params_of(resumed)
+  assert all(np.array_equal(a[k], b[k]) for k in a), max_diff(a, b)
+
+  # The checkpoint alone gives inference its model: EMA params, config, backbone.
+  assert checkpoint.is_complete(str(killed))
+  trained = checkpoint.load_for_inference(str(killed))
+  assert trained.step == 6 and trained.resolution == 32
+  ema = flatten_dict(jax.device_get(resumed.ema_params))
+  got = flatten_dict(trained.controlnet_params)
+  assert all(np.array_equal(ema[k], np.asarray(got[k])) for k in ema)
+
+  # ... and `TIPRestorer.from_checkpoint` restores with it (any size: 40x24 is padded).
+  from tip_jax.restore import TIPRestorer
+  restorer = TIPRestorer.from_checkpoint(str(killed))
+  image = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+  out = restorer.restore(image, "a photo", "Deblur with sigma 2.0;", steps=2, seed=0)
+  assert out.shape == (24, 40, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, restorer.restore(image, "a photo", "Deblur with sigma 2.0;",
+                                                      steps=2, seed=0))
+
+
+def test_sigterm_saves_the_current_step_and_exits_0(tmp_path):
+  workdir = tmp_path / "run"
+  log = open(tmp_path / "stderr.txt", "w+")
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "tip_jax.main", *flags_for(total_steps=10_000,
+                                                        checkpoint_every_steps=10_000),
+       f"--workdir={workdir}"], env=subprocess_env(), stderr=log, stdout=log, cwd=ROOT)
+  deadline = time.time() + 600
+  while "train step compiled" not in (tmp_path / "stderr.txt").read_text():
+    assert proc.poll() is None and time.time() < deadline, (tmp_path / "stderr.txt").read_text()
+    time.sleep(0.5)
+  time.sleep(2)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+  steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(steps) == 1 and 1 <= steps[0] < 10_000
+  assert not checkpoint.is_complete(str(workdir))
+
+  state = trainer.train(tiny_config(total_steps=steps[0] + 1, checkpoint_every_steps=10_000),
+                        str(workdir))
+  assert int(state.step) == steps[0] + 1
+  assert checkpoint.is_complete(str(workdir))
+
+
+def test_nonfinite_gradients_skip_the_update():
+  tx = state_lib.optimizer(tiny_config(**{"optim.warmup_steps": 0}))
+  state = state_lib.create({"w": jax.numpy.ones(3)}, tx)
+  grads = {"w": jax.numpy.array([1.0, np.nan, 0.0])}
+  skipped = state_lib.apply_gradients(state, grads, tx, 0.9, jax.numpy.array(False))
+  assert int(skipped.step) == 1 and int(skipped.skipped) == 1
+  np.testing.assert_array_equal(skipped.params["w"], state.params["w"])
+  np.testing.assert_array_equal(skipped.opt_state[1][0].mu["w"], np.zeros(3))
+  applied = state_lib.apply_gradients(state, {"w": jax.numpy.ones(3)}, tx, 0.9,
+                                      jax.numpy.array(True))
+  assert int(applied.skipped) == 0 and not np.array_equal(applied.params["w"], state.params["w"])
+
+
+def test_bad_config_is_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "tip_jax.main", f"--config={CONFIG_FILE}:tiny",
+                         "--config.batch_size=7", f"--workdir={tmp_path}"],
+                        env=subprocess_env(), capture_output=True, text=True, timeout=300,
+                        cwd=ROOT)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr
+  assert "batch_size 7 is not divisible" in proc.stderr.strip().splitlines()[-1]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, monkeypatch):
+  """2 processes x 2 devices (jax.distributed, gloo), 2 steps: both hold the same params,
+  within 1e-5 of one process on 4 devices fed both processes' rows (seen ~1e-7)."""
+  port = _free_port()
+  overrides = dict(total_steps=2, mesh={"data": -1, "fsdp": 1, "tensor": 1})
+  flags = flags_for(total_steps=2)
+  procs = [subprocess.Popen(
+      [sys.executable, str(WORKER), *flags,
+       f"--workdir={tmp_path / 'two'}", "--distributed", f"--coordinator_address=localhost:{port}",
+       "--num_processes=2", f"--process_id={i}", f"--dump_params={tmp_path / 'params'}"],
+      env=subprocess_env(devices=2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outs = [p.communicate(timeout=900)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  two = [dict(np.load(tmp_path / f"params.{i}.npz")) for i in range(2)]
+  assert all(np.array_equal(two[0][k], two[1][k]) for k in two[0])
+
+  # One process, four devices, each step's global batch = process 0's rows + process 1's.
+  make_iterator = setup_lib.data_lib.make_iterator
+
+  def both_shards(*args, batch_size, **kwargs):
+    shards = [make_iterator(*args, batch_size=batch_size // 2, process_index=i,
+                            process_count=2, **kwargs) for i in range(2)]
+    while True:
+      parts = [next(s) for s in shards]
+      yield jax.tree.map(lambda *x: np.concatenate(x), *parts)
+
+  monkeypatch.setattr(setup_lib.data_lib, "make_iterator", both_shards)
+  monkeypatch.setattr(checkpoint, "save", lambda *args, **kwargs: True)
+  one = trainer.train(tiny_config(**overrides), str(tmp_path / "one"), devices=jax.devices()[:4])
+  ref = {"/".join(k): v for k, v in params_of(one).items()}
+  assert max_diff(ref, two[0]) < 1e-5
+
+
+@pytest.mark.parametrize("arg", ["tiny", "sd15", "sd21", "sd15,controlnet_sr", "no_params",
+                                 "tiny,modulate_up"])
+def test_every_config_builds_its_models(arg):
+  """Each config (and ablation) gives abstract models whose ControlNet matches its fusion."""
+  from tip_jax.experiment import components
+  c = load_config(f"{CONFIG_FILE}:{arg}")
+  comps = components.build(c, abstract=True)
+  assert comps.controlnet.config.fusion == c.model.fusion
+  assert comps.backbone.prediction_type == ("v_prediction" if arg == "sd21" else "epsilon")
+  assert components.degrade_config(c).size == (c.data.resolution,) * 2
+  if "controlnet_sr" in arg:
+    assert c.model.fusion == "additive" and not c.prompts.semantic and not c.prompts.restoration
+  if "no_params" in arg:
+    assert components.degrade_config(c).tip.with_values_prob == 0.0
+
+
+def test_unknown_config_part_is_refused():
+  with pytest.raises(ValueError, match="unknown config part"):
+    load_config(f"{CONFIG_FILE}:sd15,typo")

@@ -1,0 +1,86 @@
+"""Flags and set-up shared by `tip-restore` and `tip-walk`: the checkpoint, the sampling
+options, and loading a restorer with one clear line on failure."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from tip_jax.cli.common import SEED, fail
+from tip_jax.degrade import prompts
+from tip_jax.diffusion import colorfix, samplers
+from tip_jax.errors import PromptError, TipError
+from tip_jax.restore import DEFAULT_GUIDANCE, TIPRestorer
+
+CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained TIP checkpoint (workdir).")
+SEMANTIC = flags.DEFINE_string("semantic", "", "Semantic prompt c_s (\"\" = none).")
+STEPS = flags.DEFINE_integer("steps", 50, "Sampling steps.")
+GUIDANCE = flags.DEFINE_float("guidance", DEFAULT_GUIDANCE, "Classifier-free guidance scale "
+                              "on the semantic prompt.")
+RESTORATION_GUIDANCE = flags.DEFINE_float("restoration_guidance", 1.0, "Guidance scale on "
+                                          "the restoration prompt (1 = off).")
+CONTROL_SCALE = flags.DEFINE_float("control_scale", 1.0, "ControlNet modulation strength.")
+STRENGTH = flags.DEFINE_float("strength", 1.0, "Below 1: start from the input's latent, "
+                              "noised to this fraction of the steps.")
+SAMPLER = flags.DEFINE_enum("sampler", "ddim", sorted(samplers.SAMPLERS), "Sampler.")
+TILE = flags.DEFINE_integer("tile", None, "Tile side in pixels (default: the model's "
+                            "resolution; 0 = never tile).")
+TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", None, "Tile overlap in pixels "
+                                    "(default: tile / 4).")
+COLOR_FIX = flags.DEFINE_enum("color_fix", None, list(colorfix.METHODS), "Colour correction "
+                              "towards the input (default: none).")
+DEVICES = flags.DEFINE_integer("devices", None, "Spread tiles over this many devices.")
+
+
+def check_options(prog: str) -> None:
+  """One line and exit for sampling options no restore could run with."""
+  problems = [(STEPS.value < 1, "--steps must be at least 1"),
+              (not 0 < STRENGTH.value <= 1, "--strength must be in (0, 1]"),
+              ((TILE.value or 0) < 0, "--tile must be 0 (no tiling) or a size in pixels"),
+              ((TILE_OVERLAP.value or 0) < 0, "--tile_overlap must not be negative"),
+              (bool(TILE.value) and (TILE_OVERLAP.value or 0) >= TILE.value,
+               "--tile_overlap must be smaller than --tile"),
+              ((DEVICES.value or 1) < 1, "--devices must be at least 1")]
+  for bad, message in problems:
+    if bad:
+      fail(prog, message)
+
+
+def canonical_prompt(text: str) -> str:
+  """The prompt with its clauses in pipeline order and values at the precision training
+  printed them; checks the wording only (the ranges are the checkpoint's, checked by
+  `load_restorer`). Raises PromptError."""
+  if prompts.is_blind(text):
+    return prompts.BLIND_PROMPT
+  return prompts.parse(text, defaults={c.field: 1.0 for c in prompts.CLAUSES}).prompt()
+
+
+def check_prompt_wording(prog: str, text: str) -> None:
+  """Fails fast, before anything is loaded, on a prompt that cannot parse at all."""
+  try:
+    canonical_prompt(text)
+  except PromptError as e:
+    fail(prog, f"restoration prompt: {e}")
+
+
+def load_restorer(prog: str, restoration_prompts: list[str]) -> TIPRestorer:
+  if not CHECKPOINT.value:
+    fail(prog, "--checkpoint is required")
+  try:
+    restorer = TIPRestorer.from_checkpoint(CHECKPOINT.value)
+  except (TipError, FileNotFoundError) as e:
+    fail(prog, f"cannot load checkpoint {CHECKPOINT.value}: {e}")
+  for text in restoration_prompts:
+    try:
+      restorer.upsample_factor(text)
+    except PromptError as e:
+      fail(prog, f"restoration prompt: {e}")
+  return restorer
+
+
+def restore_options() -> dict:
+  """Keyword arguments of `TIPRestorer.restore` from the shared flags."""
+  return dict(semantic_prompt=SEMANTIC.value, steps=STEPS.value, guidance=GUIDANCE.value,
+              seed=SEED.value, sampler=SAMPLER.value,
+              restoration_guidance=RESTORATION_GUIDANCE.value,
+              control_scale=CONTROL_SCALE.value, strength=STRENGTH.value, tile=TILE.value,
+              tile_overlap=TILE_OVERLAP.value, color_fix=COLOR_FIX.value, devices=DEVICES.value)

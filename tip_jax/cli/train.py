@@ -1,0 +1,51 @@
+"""Usage: tip-train --config configs/tip.py:BASE[,ABLATION] --workdir DIR [--config.FIELD=VALUE]
+
+    tip-train --config configs/tip.py:tiny --workdir /tmp/tip_tiny
+    tip-train --config configs/tip.py:sd15 --workdir gs://bucket/tip_sd15 \\
+      --config.model.backbone=/data/sd15 --config.batch_size=256
+
+The trainer job (`--mode=train`; `python -m tip_jax.main` is the same). Running the same
+command again resumes from the last checkpoint in DIR. On pods and clusters add
+--distributed (JAX finds the peers itself, or give --coordinator_address,
+--num_processes and --process_id).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from tip_jax.cli import common
+
+PROG = "tip-train"
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and samples go here.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train"], "The job to run.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start multi-process JAX (pods, clusters).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    common.fail(PROG, f"unexpected arguments {' '.join(argv[1:])}")
+  if _CONFIG.value is None or not _WORKDIR.value:
+    common.fail(PROG, "--config and --workdir are required")
+  from tip_jax.experiment import distributed  # deferred: JAX starts only for real work
+  from tip_jax.train import trainer
+  distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value)
+  logging.info("config:\n%s", _CONFIG.value)
+  trainer.train(_CONFIG.value, _WORKDIR.value)
+
+
+def run() -> None:
+  common.run(main, PROG, __doc__, [sys.modules[__name__]])
+
+
+if __name__ == "__main__":
+  run()

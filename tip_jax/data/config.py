@@ -1,0 +1,34 @@
+"""`DataConfig`: the input pipeline's settings, and their one set of defaults.
+
+Kept apart from the pipeline so that config files (`configs/tip.py` starts its `data`
+block from these defaults) import no Grain or JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """What the trainer's `config.data` holds (`DataConfig(**config.data)`).
+
+  max_zoom: crops cover between 1/max_zoom and all of an image's short side (1 = the
+    usual resize-short-side-then-crop; the demo source wants ~4 to make its eight
+    photographs into many different crops).
+  num_workers: `mp_prefetch` processes (0 = in this process); each decodes with
+    `read_threads` threads and keeps `prefetch_buffer` batches ready.
+  max_pixels: the largest decode; bigger JPEGs are draft-decoded at 1/2..1/8, other
+    formats are skipped.
+  """
+
+  source: str = "demo"
+  resolution: int = 512
+  semantic_dropout: float = 0.1
+  flip: bool = True
+  max_zoom: float = 1.0
+  num_workers: int = 2
+  read_threads: int = 2
+  prefetch_buffer: int = 2
+  max_pixels: int = 8192 * 8192
+  shuffle: bool = True

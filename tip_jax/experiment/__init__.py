@@ -1,0 +1,11 @@
+"""What the trainer, the evaluator and the restorer share.
+
+    config.py       load_config("configs/tip.py:tiny", overrides)
+    components.py   the models and frozen backbone a config describes
+    sharding.py     meshes, logical-axis rules, placing arrays on a mesh
+    distributed.py  multi-process start-up
+    state.py        TrainState, the optimizer, state shardings
+    checkpoint.py   per-role checkpoint items, inference loading, the new-checkpoint iterator
+    loss.py         device_batch and loss_fn (pure)
+    setup.py        setup(config, workdir) -> Experiment
+"""

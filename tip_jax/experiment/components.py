@@ -1,0 +1,73 @@
+"""The models and frozen weights a config describes, shared by trainer, evaluator and restorer.
+
+A config names either a diffusers Stable Diffusion folder (`model.backbone`) or a
+random backbone of a preset geometry (`model.geometry`, seeded by `config.seed`), which
+checkpoints never store: every job rebuilds it exactly, as it re-reads a real one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from tip_jax.convert.diffusers import load_backbone
+from tip_jax.degrade import DegradeConfig
+from tip_jax.degrade.parameterized import TIPConfig
+from tip_jax.errors import ConfigError
+from tip_jax.models.backbone import Backbone, random_backbone
+from tip_jax.models.controlnet import (FUSIONS, ControlNetConfig, ControlNetModel,
+                                       controlnet_params_from_unet)
+from tip_jax.models.layers import ModelOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class Components:
+  """The frozen backbone (params as stored, or abstract) and the trainable ControlNet's module."""
+
+  backbone: Backbone
+  controlnet: ControlNetModel
+
+
+def model_options(config: ml_collections.ConfigDict) -> ModelOptions:
+  m = config.model
+  return ModelOptions(dtype=jnp.dtype(m.dtype), attention_impl=m.attention_impl or None,
+                      remat_policy=m.remat_policy or None,
+                      attention_query_chunk=m.attention_query_chunk or None)
+
+
+def degrade_config(config: ml_collections.ConfigDict) -> DegradeConfig:
+  size = (config.data.resolution,) * 2
+  return DegradeConfig(size=size, realesrgan_prob=config.degrade.realesrgan_prob,
+                       loop=config.degrade.loop,
+                       tip=TIPConfig(with_values_prob=config.degrade.with_values_prob))
+
+
+def cast(tree: Any, dtype: jnp.dtype) -> Any:
+  return jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)
+
+
+def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Components:
+  """Modules and frozen params; `abstract` gives ShapeDtypeStructs (nothing allocated)."""
+  options = model_options(config)
+  if config.model.fusion not in FUSIONS:
+    raise ConfigError(f"model.fusion={config.model.fusion!r}: expected one of {FUSIONS}")
+  if config.model.backbone:
+    if abstract:
+      raise ConfigError("abstract components need model.geometry, not a backbone folder")
+    backbone = load_backbone(config.model.backbone, options)
+  else:
+    backbone = random_backbone(config.model.geometry, config.seed, options, abstract=abstract)
+  controlnet = ControlNetModel(ControlNetConfig.tip(backbone.unet.module.config,
+                                                    config.model.fusion), options)
+  return Components(backbone=backbone, controlnet=controlnet)
+
+
+def init_controlnet(components: Components, seed: int) -> dict:
+  """Trainable params in float32: the UNet encoder copy, fresh E' and zero fusion convs."""
+  params = controlnet_params_from_unet(components.controlnet, components.backbone.unet.params,
+                                       jax.random.key(seed + 1))
+  return cast(params, jnp.float32)

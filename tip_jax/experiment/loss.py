@@ -1,0 +1,87 @@
+"""TIP's denoising loss as pure functions of (params, frozen params, batch).
+
+`device_batch` turns the host's numpy batch into the model's inputs on device
+(degrade x → y, scale both to [-1, 1], one PRNG key per example); `loss_fn` is the
+ε- (or v-) prediction MSE of the frozen UNet steered by the ControlNet. The trainer
+differentiates `loss_fn`; the evaluator calls it as is for a validation loss.
+
+Every random draw of an example is keyed by (seed, step, record index), never by its
+position in the batch: the same example gets the same noise whatever the batch order,
+micro-batch split, device count or host count, which is what lets a two-host run be
+compared with a one-host run of the same global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from tip_jax.degrade import DegradeConfig, degrade_sharded, params_from_tree
+from tip_jax.diffusion.schedules import Schedule, add_noise, training_target
+from tip_jax.experiment.components import Components
+from tip_jax.models import tip
+from tip_jax.models.tokenizer import tokenize
+
+Batch = dict[str, Any]
+# What the host sends to the device each step (strings and host-side counters stay behind).
+DEVICE_KEYS = ("image", "semantic_ids", "restoration_ids", "degrade", "index")
+
+
+def example_keys(seed: int, step: jax.Array, index: jax.Array) -> jax.Array:
+  """One PRNG key per example from (seed, step, record index)."""
+  base = jax.random.fold_in(jax.random.key(seed), step)
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(index.astype(jnp.uint32))
+
+
+def device_batch(batch: Batch, step: jax.Array, *, seed: int, degrade_config: DegradeConfig,
+                 mesh: Mesh, batch_axes: tuple[str, ...]) -> Batch:
+  """A pipeline batch (`DEVICE_KEYS`) → `loss_fn`'s inputs: clean and degraded images in
+  [-1, 1] (degraded on device, each device its own rows), prompt ids, per-example keys."""
+  clean = batch["image"].astype(jnp.float32) / 255.0
+  degraded = degrade_sharded(clean, params_from_tree(batch["degrade"], degrade_config), mesh,
+                             batch_axes)
+  return {"clean": clean * 2 - 1, "degraded": degraded * 2 - 1,
+          "semantic_ids": batch["semantic_ids"], "restoration_ids": batch["restoration_ids"],
+          "keys": example_keys(seed, step, batch["index"])}
+
+
+def encode_prompts(models: Components, frozen: dict, ids: jax.Array,
+                   enabled: bool) -> jax.Array:
+  """CLIP states of prompt ids; a prompt kind the config turns off is "" for every example
+  (the ControlNet-SR ablation sees no prompts)."""
+  if not enabled:
+    empty = jnp.asarray(tokenize(models.backbone.tokenizer, [""]))
+    ids = jnp.broadcast_to(empty, ids.shape)
+  return models.backbone.text_encoder.module.apply({"params": frozen["text_encoder"]}, ids)
+
+
+def loss_fn(params: dict, frozen: dict, batch: Batch, *, models: Components,
+            schedule: Schedule, prompts: ml_collections.ConfigDict) -> jax.Array:
+  """Mean squared error of the TIP prediction against ε (or v) on `batch`.
+
+  params: the ControlNet's (trainable); frozen: `Backbone.params`, placed; batch: from
+  `device_batch`; prompts: `config.prompts` (which prompt kinds the models see).
+  """
+  backbone = models.backbone
+  vae, unet = backbone.vae.module, backbone.unet.module
+  keys = jax.vmap(lambda k: jax.random.split(k, 3))(batch["keys"])
+  x = batch["clean"].astype(vae.options.dtype)
+  mean, logvar = vae.apply({"params": frozen["vae"]}, x, method="encode")
+  posterior = jax.vmap(lambda k, s: jax.random.normal(k, s, jnp.float32), (0, None))(
+      keys[:, 0], mean.shape[1:])
+  z0 = mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * posterior
+  z0 = z0 * backbone.scaling_factor
+  t = jax.vmap(lambda k: jax.random.randint(k, (), 0, schedule.num_train_timesteps))(keys[:, 1])
+  noise = jax.vmap(lambda k: jax.random.normal(k, z0.shape[1:], jnp.float32))(keys[:, 2])
+  z_t = add_noise(schedule, z0, noise, t)
+  target = training_target(schedule, z0, noise, t, backbone.prediction_type)
+  e_s = encode_prompts(models, frozen, batch["semantic_ids"], prompts.semantic)
+  e_r = encode_prompts(models, frozen, batch["restoration_ids"], prompts.restoration)
+  dtype = unet.options.dtype
+  pred = tip.predict(unet, models.controlnet, frozen["unet"], params, z_t.astype(dtype), t,
+                     e_s, e_r, batch["degraded"].astype(dtype))
+  return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))

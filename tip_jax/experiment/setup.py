@@ -1,0 +1,102 @@
+"""`setup(config, workdir)`: everything a job builds before its loop, shared by trainer,
+evaluator and restorer: the mesh and sharding rules, the models, the frozen backbone
+placed on the mesh, the optimizer and the TrainState's shardings, the degradation and
+data settings, and the checkpoint manager of `workdir`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import grain
+import jax
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.sharding import Mesh
+
+from tip_jax.data import pipeline as data_lib
+from tip_jax.data.config import DataConfig
+from tip_jax.degrade import DegradeConfig
+from tip_jax.errors import ConfigError
+from tip_jax.experiment import checkpoint as ckpt_lib
+from tip_jax.experiment import components as components_lib
+from tip_jax.experiment import sharding
+from tip_jax.experiment import state as state_lib
+
+
+@dataclasses.dataclass
+class Experiment:
+  """A config made concrete on a set of devices (see the module docstring)."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Mesh
+  rules: sharding.Rules
+  components: components_lib.Components
+  frozen: dict                 # the backbone's params in the compute dtype, placed
+  frozen_shardings: dict
+  tx: optax.GradientTransformation
+  state_shardings: Any         # of the whole TrainState
+  degrade_config: DegradeConfig
+  per_host_batch: int
+
+  @property
+  def batch_axes(self) -> tuple[str, ...]:
+    return sharding.batch_axes(self.rules)
+
+  def abstract_state(self) -> state_lib.TrainState:
+    return state_lib.abstract_state(self.components.controlnet, self.tx, self.state_shardings)
+
+  def init_state(self) -> state_lib.TrainState:
+    """A fresh TrainState, created sharded: ControlNet copied from the frozen UNet."""
+    params = components_lib.init_controlnet(self.components, self.config.seed)
+    return jax.jit(lambda p: state_lib.create(p, self.tx), out_shardings=self.state_shardings)(
+        sharding.place(params, self.state_shardings.params))
+
+  def data_iterator(self, data: DataConfig | None = None, *, seed: int | None = None,
+                    batch_size: int | None = None, **shard: int) -> grain.DatasetIterator:
+    """This process's batches of `data` (default: the config's training data);
+    `shard` = process_index, process_count to read another share."""
+    return data_lib.make_iterator(
+        data or DataConfig(**self.config.data), batch_size=batch_size or self.per_host_batch,
+        seed=self.config.seed if seed is None else seed, degrade_config=self.degrade_config,
+        tokenizer=self.components.backbone.tokenizer, **shard)
+
+  def checkpoint_manager(self, read_only: bool = False) -> ocp.CheckpointManager:
+    return ckpt_lib.manager(self.workdir, self.config, read_only=read_only)
+
+  def global_batch(self, local: Any) -> Any:
+    return sharding.global_batch(local, self.mesh, self.rules)
+
+
+def check_batch(config: ml_collections.ConfigDict, mesh: Mesh) -> int:
+  """The per-process batch; a global batch that the processes, the batch-sharded devices
+  or the micro-batches do not divide is a `ConfigError`."""
+  batch_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+  for what, n in (("processes", jax.process_count()), ("data x fsdp devices", batch_devices),
+                  ("grad_accum_steps x data x fsdp devices",
+                   batch_devices * config.grad_accum_steps)):
+    if config.batch_size % n:
+      raise ConfigError(f"batch_size {config.batch_size} is not divisible by {what} ({n})")
+  return config.batch_size // jax.process_count()
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str,
+          devices: Sequence[jax.Device] | None = None) -> Experiment:
+  """Builds the experiment on `devices` (default: all) as the config's mesh says."""
+  mesh = sharding.make_mesh(dict(config.mesh), devices)
+  rules = sharding.rule_set(config.sharding_rules)
+  logging.info("mesh %s on %d processes", dict(mesh.shape), jax.process_count())
+  per_host = check_batch(config, mesh)
+  comps = components_lib.build(config)
+  dtype = components_lib.model_options(config).dtype
+  frozen_sh = sharding.frozen_shardings(comps.backbone, mesh, rules)
+  frozen = sharding.place(components_lib.cast(comps.backbone.params, dtype), frozen_sh)
+  tx = state_lib.optimizer(config)
+  return Experiment(config=config, workdir=workdir, mesh=mesh, rules=rules, components=comps,
+                    frozen=frozen, frozen_shardings=frozen_sh, tx=tx,
+                    state_shardings=state_lib.state_shardings(comps.controlnet, tx, mesh, rules),
+                    degrade_config=components_lib.degrade_config(config),
+                    per_host_batch=per_host)

@@ -1,0 +1,70 @@
+"""Image files at the edges of tip_jax: reading with one-line errors, PNG writing that
+never leaves a partial file behind, and labelled grids (CLIs, trainer samples, evaluator)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from tip_jax.errors import ImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def read_rgb(path: str) -> np.ndarray:
+  """uint8 (H, W, 3); decodes the whole file, so a truncated one fails here, not later."""
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGB"))
+  except FileNotFoundError:
+    raise ImageError(f"{path}: no such file") from None
+  except IsADirectoryError:
+    raise ImageError(f"{path}: is a folder, not an image") from None
+  except (UnidentifiedImageError, OSError, ValueError) as e:
+    raise ImageError(f"{path}: not a readable image ({e})") from None
+
+
+def write_png(image: np.ndarray | Image.Image, path: str) -> None:
+  """Writes via a temporary file in the same folder and a rename, so an interrupted
+  write never replaces (or half-writes) `path`. The file gets the permissions a plain
+  `open` would (0666 less the umask), not `mkstemp`'s owner-only 0600."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+  fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      im.save(f, format="PNG")
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def labelled_grid(tiles: list[np.ndarray], labels: list[str], columns: int = 4) -> Image.Image:
+  """Equal-sized float [0, 1] tiles in rows of `columns`, each with its wrapped label
+  underneath."""
+  height, width = tiles[0].shape[:2]
+  font = ImageFont.load_default(size=max(10, min(height, width) // 20))
+  chars = max(12, int(width / (0.55 * font.size)))
+  wrapped = [textwrap.fill(label, chars) for label in labels]
+  text_h = max(w.count("\n") + 1 for w in wrapped) * (font.size + 3) + 6
+  rows = -(-len(tiles) // columns)
+  grid = Image.new("RGB", (columns * width, rows * (height + text_h)), "white")
+  draw = ImageDraw.Draw(grid)
+  for i, (tile, text) in enumerate(zip(tiles, wrapped)):
+    x, y = (i % columns) * width, (i // columns) * (height + text_h)
+    grid.paste(Image.fromarray(np.round(np.clip(tile, 0, 1) * 255).astype(np.uint8)), (x, y))
+    draw.multiline_text((x + 4, y + height + 3), text, fill="black", font=font, spacing=3)
+  return grid
