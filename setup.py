@@ -48,6 +48,8 @@ setup(
             "scipy",
             "setuptools",  # builds BasicSR's sdist with --no-build-isolation (see .ci/run)
             "tensorflow-datasets",  # TFDS data sources (the tests also need tensorflow)
+            # TFDS imports it (undeclared) for builders defined in a package, as tests/ is.
+            "importlib_resources",
         ],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "cuda": ["jax[cuda12]>=0.10,<0.11"],

@@ -14,9 +14,7 @@ stage runs as on an accelerator (`vmap` loop). Prints one JSON line per batch si
 from __future__ import annotations
 
 import json
-import os
 import platform
-import sys
 import time
 
 import jax
@@ -25,13 +23,11 @@ import numpy as np
 from absl import app, flags
 from jax.experimental import topologies
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-import tip as tip_configs  # noqa: E402  (configs/ is not a package)
-
-from tip_jax.data.pipeline import _params_tree  # noqa: E402
-from tip_jax.degrade import sample_params  # noqa: E402
-from tip_jax.train import components, sharding, state as state_lib, step as step_lib  # noqa: E402
-from tip_jax.train import trainer  # noqa: E402
+from tip_jax.degrade import params_to_tree, sample_params
+from tip_jax.experiment import components, sharding
+from tip_jax.experiment import state as state_lib
+from tip_jax.experiment.config import load_config
+from tip_jax.train import step as step_lib
 
 _TOPOLOGY = flags.DEFINE_string("topology", "v5e:2x2", "TPU topology, e.g. v5e:4x4 or v4:2x2x2.")
 _CONFIG = flags.DEFINE_string("config", "sd15", "configs/tip.py argument.")
@@ -44,7 +40,7 @@ _HBM_GIB = flags.DEFINE_float("hbm_gib", 16.0, "Per-chip memory to fit (v5e: 16 
 
 def abstract_batch(config, degrade_config, batch: int, shardings_for) -> dict:
   r = config.data.resolution
-  one = _params_tree(sample_params(0, 1, degrade_config)[0])
+  one = params_to_tree(sample_params(0, 1, degrade_config)[0])
   tree = {"image": jax.ShapeDtypeStruct((batch, r, r, 3), jnp.uint8),
           "semantic_ids": jax.ShapeDtypeStruct((batch, 77), jnp.int32),
           "restoration_ids": jax.ShapeDtypeStruct((batch, 77), jnp.int32),
@@ -59,18 +55,19 @@ def compile_step(config, devices, per_chip: int) -> dict:
   config.batch_size = per_chip * len(devices)
   mesh_shape = {k: int(v) for k, v in (kv.split("=") for kv in _MESH.value.split(","))}
   mesh = sharding.make_mesh(mesh_shape, devices)
-  rules = trainer.RULES[config.sharding_rules]
+  rules = sharding.rule_set(config.sharding_rules)
   comps = components.build(config, abstract=True)
   dtype = components.model_options(config).dtype
   degrade_config = components.degrade_config(config)
   tx = state_lib.optimizer(config)
-  state_sh = trainer.state_shardings(comps.controlnet, tx, mesh, rules)
-  state = trainer.abstract_state(comps.controlnet, tx, state_sh)
-  frozen = sharding.abstract(comps.frozen, trainer.frozen_shardings(comps, mesh, rules), dtype)
+  state_sh = state_lib.state_shardings(comps.controlnet, tx, mesh, rules)
+  state = state_lib.abstract_state(comps.controlnet, tx, state_sh)
+  frozen = sharding.abstract(comps.backbone.params,
+                             sharding.frozen_shardings(comps.backbone, mesh, rules), dtype)
   batch = abstract_batch(config, degrade_config, config.batch_size,
                          lambda ndim: sharding.batch_sharding(mesh, rules, ndim))
   step = jax.jit(step_lib.make_train_step(comps, config, tx, mesh, degrade_config,
-                                          tuple(dict(rules)["batch"])),
+                                          sharding.batch_axes(rules)),
                  out_shardings=(state_sh, None), donate_argnums=(0,))
   start = time.perf_counter()
   compiled = step.lower(state, frozen, batch).compile()
@@ -93,7 +90,7 @@ def main(argv):
   del argv
   topology = topologies.get_topology_desc(_TOPOLOGY.value, "tpu")
   devices = topology.devices
-  config = tip_configs.get_config(_CONFIG.value)
+  config = load_config(f"configs/tip.py:{_CONFIG.value}")
   config.data.resolution = _RESOLUTION.value
   config.degrade.loop = "vmap"   # what an accelerator runs; "auto" would see this CPU
   config.model.remat_policy = _REMAT.value

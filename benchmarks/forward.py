@@ -93,8 +93,21 @@ def limit_threads(threads: int) -> None:
                                " --xla_cpu_multi_thread_eigen=false").strip()
 
 
+def cpu_model() -> str:
+  """The CPU's model name (figures move 2x between the CPUs these machines get)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-  return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
+  return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+          "jax": jax.__version__,
           "torch": torch.__version__, "device": str(jax.devices()[0]),
           "torch_threads": torch.get_num_threads()}
 

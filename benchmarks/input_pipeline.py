@@ -33,7 +33,8 @@ from absl import flags
 from PIL import Image
 
 from tip_jax.data import demo, sources
-from tip_jax.data.pipeline import DataConfig, make_iterator
+from tip_jax.data.config import DataConfig
+from tip_jax.data.pipeline import make_iterator
 from tip_jax.degrade import DegradeConfig
 from tip_jax.models.tokenizer import bundled_tokenizer
 

@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import jax
@@ -35,16 +34,14 @@ import numpy as np
 import torch
 from forward import add_threads_flag, geometry, limit_threads, machine, to_torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-import tip as tip_configs  # noqa: E402  (configs/ is not a package)
-
-from tip_jax.data.pipeline import _params_tree, degrade_params  # noqa: E402
-from tip_jax.degrade import degrade, sample_params  # noqa: E402
-from tip_jax.models.clip_text import CLIPTextConfig  # noqa: E402
-from tip_jax.models.tokenizer import tokenize  # noqa: E402
-from tip_jax.models.vae import VAEConfig  # noqa: E402
-from tip_jax.train import components, sharding, state as state_lib, step as step_lib  # noqa: E402
-from tip_jax.train import trainer  # noqa: E402
+from tip_jax.degrade import degrade, params_from_tree, params_to_tree, sample_params
+from tip_jax.experiment import setup as setup_lib
+from tip_jax.experiment.config import load_config
+from tip_jax.models import backbone as backbone_lib
+from tip_jax.models.clip_text import CLIPTextConfig
+from tip_jax.models.tokenizer import tokenize
+from tip_jax.models.vae import VAEConfig
+from tip_jax.train import step as step_lib
 
 
 def reduced(width: float):
@@ -61,41 +58,35 @@ def reduced(width: float):
 def build_ours(args, configs):
   """(one step -> loss, compiled step, compile s, jitted degradation alone, host batch,
   fusion)."""
-  # A random backbone of the reduced geometry, built by the trainer's own `build`.
-  components.GEOMETRIES["bench"] = tuple((lambda c=c: c) for c in configs)
-  config = tip_configs.get_config("sd15")
-  config.model.geometry, config.model.dtype = "bench", args.dtype
-  config.model.attention_query_chunk = args.query_chunk
-  config.data.resolution, config.batch_size = args.size, args.batch
-  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
-  rules = trainer.RULES[config.sharding_rules]
-  comps = components.build(config)
-  tx = state_lib.optimizer(config)
-  state_sh = trainer.state_shardings(comps.controlnet, tx, mesh, rules)
-  state = jax.jit(lambda p: state_lib.create(p, tx), out_shardings=state_sh)(
-      trainer.place(components.init_controlnet(comps, config.seed), state_sh.params))
-  frozen = trainer.place(components.cast(comps.frozen, components.model_options(config).dtype),
-                         trainer.frozen_shardings(comps, mesh, rules))
-
-  dc = components.degrade_config(config)
+  # A random backbone of the reduced geometry, set up as the trainer sets up its own.
+  backbone_lib.GEOMETRIES["bench"] = backbone_lib.Geometry(*((lambda c=c: c) for c in configs))
+  config = load_config("configs/tip.py:sd15", {
+      "model.geometry": "bench", "model.dtype": args.dtype,
+      "model.attention_query_chunk": args.query_chunk, "data.resolution": args.size,
+      "batch_size": args.batch, "mesh": {"data": 1, "fsdp": 1, "tensor": 1}})
+  exp = setup_lib.setup(config, workdir="", devices=jax.devices()[:1])
+  state = exp.init_state()
+  dc = exp.degrade_config
   params, prompts = sample_params(config.seed, args.batch, dc)
   rng = np.random.default_rng(0)
+  tokenizer = exp.components.backbone.tokenizer
   local = {"image": rng.integers(0, 256, (args.batch, args.size, args.size, 3), np.uint8),
-           "semantic_ids": tokenize(comps.tokenizer, ["a photo of a red fox in the snow"]
-                                    * args.batch),
-           "restoration_ids": tokenize(comps.tokenizer, prompts),
-           # _params_tree drops a leading batch-of-one axis: add one to keep the batch axis.
-           "degrade": _params_tree(jax.tree.map(lambda x: np.asarray(x)[None], params)),
+           "semantic_ids": tokenize(tokenizer, ["a photo of a red fox in the snow"] * args.batch),
+           "restoration_ids": tokenize(tokenizer, prompts),
+           # params_to_tree drops a leading batch-of-one axis: add one to keep the batch axis.
+           "degrade": params_to_tree(jax.tree.map(lambda x: np.asarray(x)[None], params)),
            "index": np.arange(args.batch, dtype=np.int32)}
-  batch = trainer.global_batch(local, mesh, rules)
+  batch = exp.global_batch(local)
   local["restoration_prompt"] = prompts  # host-only, as in the pipeline's batches
-  train_step = step_lib.make_train_step(comps, config, tx, mesh, dc, tuple(dict(rules)["batch"]))
+  train_step = step_lib.make_train_step(exp.components, config, exp.tx, exp.mesh, dc,
+                                        exp.batch_axes)
   start = time.perf_counter()  # as the trainer compiles it: ahead of time, state donated
-  compiled = jax.jit(train_step, out_shardings=(state_sh, None), donate_argnums=(0,)).lower(
-      state, frozen, batch).compile()
+  compiled = jax.jit(train_step, out_shardings=(exp.state_shardings, None),
+                     donate_argnums=(0,)).lower(state, exp.frozen, batch).compile()
   compile_s = time.perf_counter() - start
+  frozen = exp.frozen
   degrade_fn = jax.jit(lambda b: degrade(b["image"].astype(jnp.float32) / 255,
-                                         degrade_params(b["degrade"], dc)))
+                                         params_from_tree(b["degrade"], dc)))
 
   def run() -> float:
     nonlocal state

@@ -28,6 +28,7 @@ import dataclasses
 import ml_collections
 
 from tip_jax.data.config import DataConfig
+from tip_jax.errors import ConfigError
 
 BASES = ("tiny", "sd15", "sd21")
 ABLATIONS = ("controlnet_sr", "no_params", "modulate_up")
@@ -117,10 +118,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   parts = [p.strip() for p in (arg or "tiny").split(",") if p.strip()]
   unknown = [p for p in parts if p not in BASES + ABLATIONS]
   if unknown:
-    raise ValueError(f"unknown config part(s) {unknown}; bases {BASES}, ablations {ABLATIONS}")
+    raise ConfigError(f"unknown config part(s) {unknown}; bases {BASES}, ablations {ABLATIONS}")
   bases = [p for p in parts if p in BASES]
   if len(bases) > 1:
-    raise ValueError(f"pick one base of {BASES}, got {bases}")
+    raise ConfigError(f"pick one base of {BASES}, got {bases}")
   c = _base()
   base = bases[0] if bases else "tiny"
   {"tiny": _tiny, "sd15": lambda _: None, "sd21": _sd21}[base](c)

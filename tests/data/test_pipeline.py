@@ -11,7 +11,7 @@ from tip_jax import degrade
 from tip_jax.data import images, pipeline
 from tip_jax.data.config import DataConfig
 from tip_jax.data.pipeline import make_iterator
-from tip_jax.errors import DataError
+from tip_jax.errors import ConfigError, DataError
 from tip_jax.models.tokenizer import bundled_tokenizer, tokenize
 
 RES = 16
@@ -143,7 +143,7 @@ def test_config_errors_name_the_problem(tokenizer, photos, tmp_path, monkeypatch
     _iterator(tokenizer, f"arrayrecord:{tmp_path}/none-*.array_record")
   with pytest.raises(DataError, match="expected 'demo'"):
     _iterator(tokenizer, "webdataset:/x")
-  with pytest.raises(ValueError, match="degrade_config.size"):
+  with pytest.raises(ConfigError, match="degrade_config.size"):
     make_iterator(DataConfig(source=photos, resolution=32), batch_size=2, seed=0,
                   degrade_config=degrade.DegradeConfig(size=(16, 16)), tokenizer=tokenizer)
   all_bad = tmp_path / "all-bad.array_record"

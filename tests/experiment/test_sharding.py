@@ -7,6 +7,7 @@ from jax.sharding import PartitionSpec as P
 
 from tip_jax.models import params as params_lib
 from tip_jax.models.unet import UNet2DConditionModel, UNetConfig
+from tip_jax.errors import ConfigError
 from tip_jax.experiment import sharding
 
 
@@ -20,9 +21,9 @@ def unet():
 def test_make_mesh_fills_the_free_axis():
   mesh = sharding.make_mesh({"data": 2, "fsdp": -1})
   assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
-  with pytest.raises(ValueError, match="needs 16 devices"):
+  with pytest.raises(ConfigError, match="needs 16 devices"):
     sharding.make_mesh({"data": 4, "fsdp": 4})
-  with pytest.raises(ValueError, match="at most one"):
+  with pytest.raises(ConfigError, match="at most one"):
     sharding.make_mesh([-1, -1, 1])
 
 

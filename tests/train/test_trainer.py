@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
+from tip_jax.errors import ConfigError
 from tip_jax.experiment import checkpoint
 from tip_jax.experiment import setup as setup_lib
 from tip_jax.experiment import state as state_lib
@@ -88,6 +89,8 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
 
   # The checkpoint alone gives inference its model: EMA params, config, backbone.
   assert checkpoint.is_complete(str(killed))
+  items = {p.name for p in (killed / "checkpoints" / "6").iterdir() if p.is_dir()}
+  assert items == {"params", "ema_params", "opt_state", "data", "config"}
   trained = checkpoint.load_for_inference(str(killed))
   assert trained.step == 6 and trained.resolution == 32
   ema = flatten_dict(jax.device_get(resumed.ema_params))
@@ -210,5 +213,5 @@ def test_every_config_builds_its_models(arg):
 
 
 def test_unknown_config_part_is_refused():
-  with pytest.raises(ValueError, match="unknown config part"):
+  with pytest.raises(ConfigError, match="unknown config part"):
     load_config(f"{CONFIG_FILE}:sd15,typo")

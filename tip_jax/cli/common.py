@@ -42,7 +42,7 @@ def help_text(doc: str, modules: Sequence[ModuleType]) -> str:
   """The usage (the script's docstring) and the help of its flags."""
   sections = [doc.strip(), "flags:"]
   for module in modules:
-    sections.append(flags.FLAGS.module_help(_flag_module(module)))
+    sections.append(flags.FLAGS.module_help(_flag_module(module)).strip())
   sections.append("Try --helpfull for every flag, absl's and JAX's included.")
   return "\n\n".join(s for s in sections if s.strip())
 

@@ -1,6 +1,6 @@
 """Usage: tip-restore INPUT... --out DIR --checkpoint CKPT [--restoration PROMPT] [options]
 
-    tip-restore photo.jpg more_photos/ --checkpoint /tmp/tip_tiny --out restored/ \
+    tip-restore photo.jpg more_photos/ --checkpoint /tmp/tip_tiny --out restored/ \\
       --semantic "a red motorcycle" --restoration "Deblur with sigma 2.0;" --steps 50
 
 Restores image files, or every image in the given folders, into DIR as PNGs (same stem).

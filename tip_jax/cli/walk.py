@@ -1,7 +1,7 @@
 """Usage: tip-walk INPUT --checkpoint CKPT [--out walk.png] [--rows ... --cols ...]
 
-    tip-walk photo.jpg --checkpoint /tmp/tip_tiny --out walk.png \
-      --rows "Denoise with sigma {}" --row_values 0.02,0.06,0.10 \
+    tip-walk photo.jpg --checkpoint /tmp/tip_tiny --out walk.png \\
+      --rows "Denoise with sigma {}" --row_values 0.02,0.06,0.10 \\
       --cols "Deblur with sigma {}" --col_values 1.0,2.0,3.0
 
 The paper's prompt-space walk.
