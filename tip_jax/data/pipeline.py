@@ -140,6 +140,15 @@ class _Tokenize:
     return batch
 
 
+def _own_memory(batch: dict[str, Any]) -> dict[str, Any]:
+  """Workers hand batches over in shared memory, which is unlinked when the last array
+  viewing it is freed. Copied out here, each block is unlinked at once instead of
+  whenever the caller's arrays (on CPU, JAX may alias them) and Grain's buffers are
+  collected, which can be after interpreter shutdown has begun and unlinking fails
+  ("leaked shared_memory objects"). One memcpy of the batch per step."""
+  return jax.tree.map(np.array, batch)
+
+
 def make_dataset(config: DataConfig, *, batch_size: int, seed: int,
                  degrade_config: degrade.DegradeConfig, tokenizer,
                  process_index: int | None = None,
@@ -169,7 +178,8 @@ def make_dataset(config: DataConfig, *, batch_size: int, seed: int,
   ds = _CarrySkips(ds).batch(batch_size, drop_remainder=True).map(_Tokenize(tokenizer))
   if config.num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=config.num_workers, per_worker_buffer_size=config.prefetch_buffer))
+        num_workers=config.num_workers, per_worker_buffer_size=config.prefetch_buffer)
+                        ).map(_own_memory)
   return ds
 
 
