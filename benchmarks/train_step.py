@@ -6,7 +6,8 @@ training step (PyTorch), same geometry, same machine.
         --peak_tflops 989                     # SD1.5 on one H100 (989 = dense bf16 peak)
 
 Ours is `tip_jax.train.step.make_train_step` built as the trainer builds it (configs/tip.py
-sd15, a 1-device mesh, the trainer's shardings, `place` and `global_batch`) and fed a batch
+sd15 through `tip_jax.experiment.setup` on a 1-device mesh: its shardings, placed frozen
+params and `global_batch`) and fed a batch
 shaped like the data pipeline's (uint8 crops, token ids, degradation parameters). Per
 step it degrades x -> y on device, VAE-encodes x, draws t and noise, CLIP-encodes c_s and
 c_r, runs the ControlNet (y concatenated, modulate_skip fusion) and the frozen UNet, MSE,
