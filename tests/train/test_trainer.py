@@ -215,3 +215,13 @@ def test_every_config_builds_its_models(arg):
 def test_unknown_config_part_is_refused():
   with pytest.raises(ConfigError, match="unknown config part"):
     load_config(f"{CONFIG_FILE}:sd15,typo")
+
+
+def test_hparams_keep_every_nested_field_and_sigterm_handler_is_restored():
+  hparams = trainer.flat_hparams(tiny_config())
+  assert hparams["optim.lr"] == 1e-3 and hparams["model.geometry"] == "tiny"
+  assert hparams["mesh.data"] == -1 and hparams["data.source"] == "demo"
+  before = signal.getsignal(signal.SIGTERM)
+  with trainer._StopFlag():
+    assert signal.getsignal(signal.SIGTERM) != before
+  assert signal.getsignal(signal.SIGTERM) == before

@@ -1,12 +1,9 @@
-"""Image-text data -> ArrayRecord shards (`source="arrayrecord:OUT/*.array_record"`); the
-`tip-prepare` command (`tip_jax.cli.prepare`) drives `prepare`.
+"""`prepare`: an `inputs` input -> ArrayRecord shards in a folder, resumable shard by shard.
 
-Shards are `OUT/<name>-00000-of-000NN.array_record`, `--shard_size` input items each,
-images stored as they are (no re-encoding). Items without a readable image header or
-without a caption are skipped and counted. Re-running the same command resumes:
-finished shards are kept; a shard is written to a hidden partial file and renamed only
-when complete. `OUT/tip_prepare.json` records the input and each shard's counts, and
-a different input (or shard size) into the same folder is refused.
+Each shard is written to a hidden partial file and renamed when complete, and the
+folder's manifest (`tip_prepare.json`) records the input's signature and each shard's
+counts, so a rerun keeps finished shards and refuses a different input. The
+`tip-prepare` command (`tip_jax.cli.prepare`) documents the behaviour for users.
 """
 
 from __future__ import annotations

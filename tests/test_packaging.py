@@ -1,0 +1,22 @@
+"""The wheel carries what an install needs outside a source checkout: CLIP's BPE table as
+package data, and every console script pointing at `tip_jax.cli`."""
+
+import pathlib
+import subprocess
+import sys
+import zipfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_wheel_ships_the_bpe_table_and_the_scripts(tmp_path):
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                  "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True,
+                 timeout=600)
+  wheel = zipfile.ZipFile(next(tmp_path.glob("tip_jax-*.whl")))
+  names = set(wheel.namelist())
+  assert "tip_jax/third_party/clip_bpe/bpe_simple_vocab_16e6.txt.gz" in names
+  assert "tip_jax/third_party/clip_bpe/LICENSE" in names
+  scripts = next(n for n in names if n.endswith("entry_points.txt"))
+  lines = [line for line in wheel.read(scripts).decode().splitlines() if "=" in line]
+  assert len(lines) == 6 and all("= tip_jax.cli." in line for line in lines), lines
