@@ -90,7 +90,7 @@ def main(argv):
   del argv
   topology = topologies.get_topology_desc(_TOPOLOGY.value, "tpu")
   devices = topology.devices
-  config = load_config(f"configs/tip.py:{_CONFIG.value}")
+  config = load_config(f"configs/tip.py:{_CONFIG.value}", {"model.backbone": "random"})
   config.data.resolution = _RESOLUTION.value
   config.degrade.loop = "vmap"   # what an accelerator runs; "auto" would see this CPU
   config.model.remat_policy = _REMAT.value

@@ -62,7 +62,7 @@ def build_ours(args, configs):
   # A random backbone of the reduced geometry, set up as the trainer sets up its own.
   backbone_lib.GEOMETRIES["bench"] = backbone_lib.Geometry(*((lambda c=c: c) for c in configs))
   config = load_config("configs/tip.py:sd15", {
-      "model.geometry": "bench", "model.dtype": args.dtype,
+      "model.backbone": "random", "model.geometry": "bench", "model.dtype": args.dtype,
       "model.attention_query_chunk": args.query_chunk, "data.resolution": args.size,
       "batch_size": args.batch, "mesh": {"data": 1, "fsdp": 1, "tensor": 1}})
   exp = setup_lib.setup(config, workdir="", devices=jax.devices()[:1])

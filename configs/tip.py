@@ -42,8 +42,9 @@ def _base() -> ml_collections.ConfigDict:
   c.grad_accum_steps = 1        # the batch is split into this many sequential micro-batches
 
   c.model = ml_collections.ConfigDict()
-  c.model.backbone = ""         # diffusers SD folder; "" = random backbone of `geometry`
-  c.model.geometry = "sd15"     # tiny | sd15 | sd21 (only used without a backbone folder)
+  c.model.backbone = ""         # a diffusers SD folder, or "random" (a random backbone of
+                                # `geometry`); must be given: nothing is random by default
+  c.model.geometry = "sd15"     # tiny | sd15 | sd21 (shapes the random backbone)
   c.model.fusion = "modulate_skip"
   c.model.dtype = "bfloat16"    # compute dtype of every model
   c.model.remat_policy = ""     # "" or a jax.checkpoint_policies name, e.g. nothing_saveable
@@ -64,6 +65,10 @@ def _base() -> ml_collections.ConfigDict:
   c.degrade.realesrgan_prob = 0.5
   c.degrade.with_values_prob = 0.5  # restoration prompts that carry strengths
   c.degrade.loop = "auto"
+  # Real-ESRGAN vs parameterised: drawn per "example" (every batch holds both kinds, the
+  # same expected share: lower-variance gradients at small batches) or per "step" (the
+  # paper's "in 50% iterations"; the whole batch is one kind). All configs use "example".
+  c.degrade.mix = "example"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 5e-5             # peak
@@ -93,6 +98,7 @@ def _base() -> ml_collections.ConfigDict:
 def _tiny(c: ml_collections.ConfigDict) -> None:
   c.total_steps = 200
   c.batch_size = 8
+  c.model.backbone = "random"
   c.model.geometry = "tiny"
   c.model.dtype = "float32"
   c.data.resolution = 64

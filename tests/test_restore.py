@@ -11,6 +11,7 @@ from tip_jax.errors import PromptError
 from tip_jax.diffusion import colorfix
 from tip_jax import restore as restore_lib
 from tip_jax.models import tip
+from tip_jax.restore import TIPRestorer
 
 
 def _image(h, w, seed=0):
@@ -56,7 +57,7 @@ def test_upsample_prompt_takes_the_small_input(restorer):
   assert kept.shape == (50, 70, 3)
   assert restorer.upsample_factor("Deblur; Upsample;") == 2.5    # the range's middle
   assert restorer.upsample_factor("Remove all degradation") is None
-  for bad in ("Sharpen with sigma 2", "Deblur with sigma 9.0"):
+  for bad in ("Sharpen with sigma 2", "Upsample to 0.5x"):
     with pytest.raises(PromptError):
       restorer.restore(_image(25, 35), restoration_prompt=bad, steps=3)
 
@@ -173,3 +174,22 @@ def test_restore_batch_equals_single_restores(restorer):
       restorer.restore_batch(images[:2], ["a zebra"] * 2, ["Deblur;"] * 2, steps=3, seed=[5, 6]))
   with pytest.raises(ValueError, match="one size"):
     restorer.restore_batch([images[0], _image(32, 32)], steps=1)
+
+
+def test_prompts_reach_the_model_in_training_form_and_as_the_checkpoint_was_trained(restorer):
+  """Raw and canonical wordings restore alike (same tokens); a model trained without a
+  prompt kind is given "" for it, whatever the caller passes."""
+  image = _image(32, 32, 5)
+  raw = restorer.restore(image, "", "denoise with sigma 0.05 ; deblur with sigma 2", steps=2)
+  canonical = restorer.restore(image, "", "Deblur with sigma 2.0; Denoise with sigma 0.05;",
+                               steps=2)
+  np.testing.assert_array_equal(raw, canonical)
+  assert restorer.restoration_conditioning("Upsample to 6x; deblur with sigma 2.9") == (
+      "Deblur with sigma 2.9; Upsample to 6.0x;", 6.0)
+  blind = TIPRestorer(restorer.backbone, restorer.controlnet, restorer.controlnet_params,
+                      resolution=restorer.resolution, uses_semantic=False,
+                      uses_restoration=False)
+  typed = blind.restore(image, "a zebra", "Deblur with sigma 2.0", steps=2)
+  nothing = restorer.restore(image, "", "", steps=2)
+  np.testing.assert_array_equal(typed, nothing)
+  assert blind.restoration_conditioning("Upsample to 2.0x") == ("", 2.0)  # still resizes

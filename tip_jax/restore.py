@@ -146,10 +146,16 @@ class TIPRestorer:
 
   def __init__(self, backbone: Backbone, controlnet: ControlNetModel, controlnet_params: dict,
                *, resolution: int, degrade_config: DegradeConfig | None = None,
-               tile_batch: int | None = None):
+               tile_batch: int | None = None, uses_semantic: bool = True,
+               uses_restoration: bool = True):
     """resolution: the training side in pixels: the default tile, and the size above
-    which tiling starts. tile_batch: tiles denoised together (vmapped) per device."""
+    which tiling starts. tile_batch: tiles denoised together (vmapped) per device.
+    uses_semantic / uses_restoration: whether the model was trained with that prompt
+    kind (a run's `config.prompts`); one trained without it is given "" whatever the
+    caller passes (the ControlNet-SR ablation saw no prompt at all), with one warning."""
     self.backbone = backbone
+    self.uses_semantic, self.uses_restoration = uses_semantic, uses_restoration
+    self._conditioning: dict[str, tuple[str, float | None]] = {}
     self.controlnet, self.controlnet_params = controlnet, controlnet_params
     self.resolution = resolution
     self.degrade_config = degrade_config or DegradeConfig(size=(resolution, resolution))
@@ -165,8 +171,11 @@ class TIPRestorer:
     """A trained TIP checkpoint (EMA params only are read) and the backbone it names."""
     from tip_jax.experiment.checkpoint import load_for_inference  # pulls in orbax/grain
     loaded = load_for_inference(path, step=step, use_ema=use_ema)
+    use = loaded.config.prompts
     return cls(loaded.backbone, loaded.controlnet, loaded.controlnet_params,
-               resolution=loaded.resolution, degrade_config=loaded.degrade_config, **kwargs)
+               resolution=loaded.resolution, degrade_config=loaded.degrade_config,
+               uses_semantic=bool(use.semantic), uses_restoration=bool(use.restoration),
+               **kwargs)
 
   def with_params(self, controlnet_params: dict) -> TIPRestorer:
     """The same restorer with other ControlNet params (another checkpoint or EMA state);
@@ -175,14 +184,38 @@ class TIPRestorer:
     other.controlnet_params = controlnet_params
     return other
 
+  def restoration_conditioning(self, restoration_prompt: str) -> tuple[str, float | None]:
+    """(the text the model is given, the "Upsample to Fx" factor or None) for a typed
+    restoration prompt: its training form (`prompts.canonical`; a strength beyond the
+    training range is kept, with one warning), or "" for a model trained without
+    restoration prompts. Raises `PromptError` naming a clause that does not parse or
+    asks for something physically meaningless."""
+    if restoration_prompt not in self._conditioning:
+      tip_cfg = self.degrade_config.tip
+      text, stages = prompts.canonical(restoration_prompt, tip_cfg.ranges, tip_cfg.defaults)
+      if not self.uses_restoration:
+        if text and not prompts.is_blind(text):
+          logging.warning("this model was trained without restoration prompts: %r is not "
+                          "given to it (an Upsample factor still resizes the input)", text)
+        text = ""
+      self._conditioning[restoration_prompt] = (text, stages and stages.downsample)
+    return self._conditioning[restoration_prompt]
+
   def upsample_factor(self, restoration_prompt: str) -> float | None:
-    """The prompt's "Upsample to Fx" factor, None if it names none; raises
-    `PromptError` (naming the clause) for a prompt the model was not trained on."""
-    text = " ".join(restoration_prompt.split())
-    if prompts.is_blind(text):
-      return None
-    tip_cfg = self.degrade_config.tip
-    return prompts.parse(text, tip_cfg.ranges, tip_cfg.defaults).downsample
+    """The prompt's "Upsample to Fx" factor, None if it names none (see
+    `restoration_conditioning`)."""
+    return self.restoration_conditioning(restoration_prompt)[1]
+
+  def semantic_conditioning(self, semantic_prompt: str) -> str:
+    """The semantic prompt the model is given: as typed, or "" for a model trained
+    without semantic prompts (one warning when that drops a caption)."""
+    if self.uses_semantic or not semantic_prompt:
+      return semantic_prompt
+    if semantic_prompt not in self._conditioning:
+      logging.warning("this model was trained without semantic prompts: %r is not given "
+                      "to it", semantic_prompt)
+      self._conditioning[semantic_prompt] = ("", None)
+    return ""
 
   def restore(self, image: np.ndarray, semantic_prompt: str = "",
               restoration_prompt: str = BLIND_PROMPT, steps: int = 50,
@@ -219,16 +252,18 @@ class TIPRestorer:
     devices: spread the tiles over this many devices.
     """
     n = len(images)
-    semantic = _per_image(semantic_prompts, n, "semantic_prompts")
-    restoration = _per_image(restoration_prompts, n, "restoration_prompts")
+    semantic = [self.semantic_conditioning(t)
+                for t in _per_image(semantic_prompts, n, "semantic_prompts")]
+    conditioning = [self.restoration_conditioning(t)
+                    for t in _per_image(restoration_prompts, n, "restoration_prompts")]
+    restoration = [text for text, _ in conditioning]
     seeds = list(range(seed, seed + n)) if isinstance(seed, int) else list(seed)
     if len(seeds) != n:
       raise ValueError(f"{len(seeds)} seeds for {n} images")
     degraded = []
-    for image, text in zip(images, restoration):
-      factor = self.upsample_factor(text) if upsample else None
+    for image, (_, factor) in zip(images, conditioning):
       rgb = _as_rgb(image)
-      degraded.append(rgb if factor is None else _resize(rgb, factor))
+      degraded.append(rgb if factor is None or not upsample else _resize(rgb, factor))
     if len({d.shape for d in degraded}) > 1:
       raise ValueError("restore_batch needs images of one size (after any upsampling), got "
                        f"{sorted({d.shape[1:3] for d in degraded})}")

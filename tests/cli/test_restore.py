@@ -91,7 +91,7 @@ def test_existing_outputs_are_kept_without_overwrite(tmp_path, loads, capsys):
 
 @pytest.mark.parametrize("args,message,loaded", [
     (["--restoration", "Sharpen with sigma 2"], "unknown clause 'Sharpen with sigma 2'", False),
-    (["--restoration", "Deblur with sigma 40"], "40 is outside", True),
+    (["--restoration", "Dejpeg with quality 400"], "Dejpeg needs a value in [1, 100]", False),
     (["--checkpoint", "BROKEN"], "cannot load checkpoint BROKEN: bad/ has no config.json", False),
     (["--tile", "64", "--tile_overlap", "64"], "--tile_overlap must be smaller", False),
 ])
@@ -123,3 +123,21 @@ def test_walk_writes_one_labelled_grid(tmp_path, loads, capsys):
                                ["3"]) == [["Deblur with sigma 3.0; Denoise with sigma 0.10;"]]
   status, _, err = _run(walk_cli, tmp_path / "x.png", "--out", grid, *FAST, capsys=capsys)
   assert status == 1 and "exists; pass --overwrite" in err[0]
+
+
+def test_the_papers_prompts_restore_with_a_warning_and_walk_tokens_agree(tmp_path, loads, capsys,
+                                                                        caplog):
+  """Fig. 6 / Fig. 8 / §1 strengths beyond the training ranges are restored (one warning
+  naming the range), and tip-restore gives the model what tip-walk gives it."""
+  image = _png(tmp_path / "x.png")
+  for i, prompt in enumerate(["Denoise with sigma 0.24", "Upsample to 6.0x; Deblur with sigma 2.9;",
+                              "deblur with sigma 3.5"]):
+    status, _, err = _run(restore_cli, image, "--out", tmp_path / f"out{i}", "--restoration",
+                          prompt, *FAST, capsys=capsys)
+    assert status == 0, err
+  assert any("outside" in r.getMessage() and "trained on" in r.getMessage()
+             for r in caplog.records)
+  restorer = tiny_restorer()
+  walked = walk_cli.walk_prompts("Denoise with sigma {}", ["0.24"], "deblur with sigma {}", ["3"])
+  assert restorer.restoration_conditioning("deblur with sigma 3; denoise with sigma 0.24")[0] \
+      == walked[0][0] == "Deblur with sigma 3.0; Denoise with sigma 0.24;"

@@ -201,7 +201,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
 def test_every_config_builds_its_models(arg):
   """Each config (and ablation) gives abstract models whose ControlNet matches its fusion."""
   from tip_jax.experiment import components
-  c = load_config(f"{CONFIG_FILE}:{arg}")
+  c = load_config(f"{CONFIG_FILE}:{arg}", {"model.backbone": "random"})
   comps = components.build(c, abstract=True)
   assert comps.controlnet.config.fusion == c.model.fusion
   assert comps.backbone.prediction_type == ("v_prediction" if arg == "sd21" else "epsilon")
@@ -210,6 +210,12 @@ def test_every_config_builds_its_models(arg):
     assert c.model.fusion == "additive" and not c.prompts.semantic and not c.prompts.restoration
   if "no_params" in arg:
     assert components.degrade_config(c).tip.with_values_prob == 0.0
+
+
+def test_a_random_backbone_must_be_asked_for():
+  from tip_jax.experiment import components
+  with pytest.raises(ConfigError, match="model.backbone is not set"):
+    components.build(load_config(f"{CONFIG_FILE}:sd15"), abstract=True)
 
 
 def test_unknown_config_part_is_refused():
@@ -225,3 +231,17 @@ def test_hparams_keep_every_nested_field_and_sigterm_handler_is_restored():
   with trainer._StopFlag():
     assert signal.getsignal(signal.SIGTERM) != before
   assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_controlnet_sr_checkpoint_restores_without_prompts(tmp_path):
+  """The ControlNet-SR ablation never saw a prompt: restoring from its checkpoint gives
+  the model "" whatever the user passes."""
+  from tip_jax.restore import TIPRestorer
+  config = load_config(f"{CONFIG_FILE}:tiny,controlnet_sr", {**OVERRIDES, "total_steps": 1})
+  trainer.train(config, str(tmp_path))
+  restorer = TIPRestorer.from_checkpoint(str(tmp_path))
+  assert not restorer.uses_semantic and not restorer.uses_restoration
+  assert restorer.controlnet.config.fusion == "additive"
+  image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  typed = restorer.restore(image, "a zebra", "Deblur with sigma 2.0;", steps=2, seed=0)
+  np.testing.assert_array_equal(typed, restorer.restore(image, "", "", steps=2, seed=0))

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
     common.fail(PROG, f"--out {common.OUT.value} exists and is not a folder")
   sampling.check_options(PROG)
   sampling.check_prompt_wording(PROG, _RESTORATION.value)
-  restorer = sampling.load_restorer(PROG, [_RESTORATION.value])
+  restorer = sampling.load_restorer(PROG)
   files = expand(inputs)
   if not files:
     common.fail(PROG, f"no images found in {', '.join(inputs)}")

@@ -46,12 +46,10 @@ def check_options(prog: str) -> None:
 
 
 def canonical_prompt(text: str) -> str:
-  """The prompt with its clauses in pipeline order and values at the precision training
-  printed them; checks the wording only (the ranges are the checkpoint's, checked by
-  `load_restorer`). Raises PromptError."""
-  if prompts.is_blind(text):
-    return prompts.BLIND_PROMPT
-  return prompts.parse(text, defaults={c.field: 1.0 for c in prompts.CLAUSES}).prompt()
+  """The prompt's training form (`prompts.canonical`), for labels and early checks; the
+  restorer puts every prompt in this form itself (with the checkpoint's ranges, warning
+  beyond them). Type-only clauses keep no value. Raises PromptError."""
+  return prompts.canonical(text, defaults={c.field: 1.0 for c in prompts.CLAUSES})[0]
 
 
 def check_prompt_wording(prog: str, text: str) -> None:
@@ -62,19 +60,13 @@ def check_prompt_wording(prog: str, text: str) -> None:
     fail(prog, f"restoration prompt: {e}")
 
 
-def load_restorer(prog: str, restoration_prompts: list[str]) -> TIPRestorer:
+def load_restorer(prog: str) -> TIPRestorer:
   if not CHECKPOINT.value:
     fail(prog, "--checkpoint is required")
   try:
-    restorer = TIPRestorer.from_checkpoint(CHECKPOINT.value)
+    return TIPRestorer.from_checkpoint(CHECKPOINT.value)
   except (TipError, FileNotFoundError) as e:
     fail(prog, f"cannot load checkpoint {CHECKPOINT.value}: {e}")
-  for text in restoration_prompts:
-    try:
-      restorer.upsample_factor(text)
-    except PromptError as e:
-      fail(prog, f"restoration prompt: {e}")
-  return restorer
 
 
 def restore_options() -> dict:

@@ -59,7 +59,7 @@ def main(argv: list[str]) -> None:
     image = read_rgb(argv[1])
   except ImageError as e:
     common.fail(PROG, str(e))
-  restorer = sampling.load_restorer(PROG, cells)
+  restorer = sampling.load_restorer(PROG)
 
   restored = [restorer.restore(image, restoration_prompt=p, **sampling.restore_options())
               for p in tqdm(cells, desc=PROG, unit="cell", disable=None)]

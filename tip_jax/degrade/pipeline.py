@@ -1,4 +1,9 @@
-"""TIP's training degradation: per example, Real-ESRGAN (blind) or the parameterised pipeline.
+"""TIP's training degradation: Real-ESRGAN (blind) or the parameterised pipeline.
+
+The paper draws Real-ESRGAN in 50% of the iterations and the parameterised pipeline in
+the others (Tab. 2); `DegradeConfig.mix` picks that ("step": one draw for the whole
+batch, on device, from the step) or a draw per example ("example", the default: every
+batch holds both kinds, with the same expected share).
 
 Host: `sample_params` draws every example's parameters from (seed, example index)
 alone, so any process can reproduce any example, and writes its restoration prompt.
@@ -23,6 +28,7 @@ from jax.sharding import Mesh, PartitionSpec
 from tip_jax.degrade import parameterized, prompts, realesrgan
 
 TIP, REALESRGAN = 0, 1
+MIXES = ("example", "step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +43,10 @@ class DegradeConfig:
   # uses the large canvas only when the first resize upscales — best on CPU), or
   # "auto" (map on CPU, vmap elsewhere). Results agree to float32 op-order effects.
   loop: str = "auto"
+  # Where the Real-ESRGAN / parameterised choice is drawn: "example" (each example on the
+  # host) or "step" (the paper's: the host draws parameterised stages for every example
+  # and `mix_per_step` picks the pipeline of the whole batch on device).
+  mix: str = "example"
   tip: parameterized.TIPConfig = parameterized.TIPConfig()
   realesrgan: realesrgan.RealESRGANConfig = realesrgan.RealESRGANConfig.x4plus()
 
@@ -79,9 +89,12 @@ def sample_params(seed_or_rng: int | np.random.Generator, batch: int,
     raise ValueError(f"{len(indices)} indices for a batch of {batch}")
   rngs = ([_example_rng(seed_or_rng, int(i)) for i in indices]
           if not isinstance(seed_or_rng, np.random.Generator) else [seed_or_rng] * batch)
+  if config.mix not in MIXES:
+    raise ValueError(f"DegradeConfig.mix={config.mix!r}: expected one of {MIXES}")
   pipelines, seeds, stages, draws = [], [], [], []
   for rng in rngs:
-    pipelines.append(REALESRGAN if rng.random() < config.realesrgan_prob else TIP)
+    blind = rng.random() < config.realesrgan_prob
+    pipelines.append(REALESRGAN if blind and config.mix == "example" else TIP)
     seeds.append(rng.integers(2**32, dtype=np.uint32))
     stages.append(parameterized.sample(rng, config.tip))
     draws.append(realesrgan.sample(rng, config.realesrgan, config.size))
@@ -90,6 +103,18 @@ def sample_params(seed_or_rng: int | np.random.Generator, batch: int,
                          tip=parameterized.to_arrays(stages),
                          realesrgan=realesrgan.to_arrays(draws), config=config)
   return params, restoration_prompt(params, with_values=None)
+
+
+def mix_per_step(params: DegradeParams, key: jax.Array) -> tuple[DegradeParams, jax.Array]:
+  """`mix="step"`: one draw from `key` (derive it from the step) makes the whole batch
+  Real-ESRGAN with probability `realesrgan_prob`; returns the params with every example's
+  pipeline set, and whether it is Real-ESRGAN (the caller swaps in the blind prompt).
+  jit-safe; with `mix="example"` the params are returned as drawn."""
+  if params.config.mix == "example":
+    return params, jnp.zeros((), bool)
+  blind = jax.random.uniform(key) < params.config.realesrgan_prob
+  pipeline = jnp.where(blind, REALESRGAN, jnp.asarray(params.pipeline))
+  return params.replace(pipeline=pipeline.astype(jnp.int32)), blind
 
 
 def restoration_prompt(params: DegradeParams, with_values: bool | None = True) -> list[str]:

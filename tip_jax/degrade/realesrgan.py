@@ -1,7 +1,7 @@
 """Real-ESRGAN's second-order degradation, per example, with static shapes.
 
 Real-ESRGAN (`feed_data`) draws one resize scale, noise type and JPEG order per
-*batch*; here every example draws its own (TIP mixes pipelines per example anyway),
+*batch*; here every example draws its own (tip_jax mixes the pipelines per example by default),
 from the same distributions. Sizes are computed on the host with PyTorch's own
 arithmetic (`floor(H * s)` for a scale factor, `int(H / 4 * s)` for the second
 resize), and random-size images live at the top-left of fixed canvases:

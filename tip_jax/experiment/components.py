@@ -1,8 +1,10 @@
 """The models and frozen weights a config describes, shared by trainer, evaluator and restorer.
 
-A config names either a diffusers Stable Diffusion folder (`model.backbone`) or a
-random backbone of a preset geometry (`model.geometry`, seeded by `config.seed`), which
-checkpoints never store: every job rebuilds it exactly, as it re-reads a real one.
+A config names either a diffusers Stable Diffusion folder (`model.backbone=/path`) or,
+explicitly, a random backbone of a preset geometry (`model.backbone=random`, shaped by
+`model.geometry`, seeded by `config.seed`), which checkpoints never store: every job
+rebuilds it exactly, as it re-reads a real one. Nothing falls back to random weights
+silently: an empty `model.backbone` is a `ConfigError`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from tip_jax.models.controlnet import (FUSIONS, ControlNetConfig, ControlNetMode
 from tip_jax.models.layers import ModelOptions
 
 
+RANDOM = "random"   # `model.backbone` value asking for the seeded random backbone
+
+
 @dataclasses.dataclass(frozen=True)
 class Components:
   """The frozen backbone (params as stored, or abstract) and the trainable ControlNet's module."""
@@ -42,7 +47,7 @@ def model_options(config: ml_collections.ConfigDict) -> ModelOptions:
 def degrade_config(config: ml_collections.ConfigDict) -> DegradeConfig:
   size = (config.data.resolution,) * 2
   return DegradeConfig(size=size, realesrgan_prob=config.degrade.realesrgan_prob,
-                       loop=config.degrade.loop,
+                       loop=config.degrade.loop, mix=config.degrade.mix,
                        tip=TIPConfig(with_values_prob=config.degrade.with_values_prob))
 
 
@@ -55,12 +60,17 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
   options = model_options(config)
   if config.model.fusion not in FUSIONS:
     raise ConfigError(f"model.fusion={config.model.fusion!r}: expected one of {FUSIONS}")
-  if config.model.backbone:
+  if config.model.backbone == RANDOM:
+    backbone = random_backbone(config.model.geometry, config.seed, options, abstract=abstract)
+  elif config.model.backbone:
     if abstract:
-      raise ConfigError("abstract components need model.geometry, not a backbone folder")
+      raise ConfigError("abstract components need model.backbone=random and a "
+                        "model.geometry, not a backbone folder")
     backbone = load_backbone(config.model.backbone, options)
   else:
-    backbone = random_backbone(config.model.geometry, config.seed, options, abstract=abstract)
+    raise ConfigError("model.backbone is not set: give a diffusers Stable Diffusion folder "
+                      f"(--config.model.backbone=/path/to/sd) or {RANDOM!r} for a random "
+                      "backbone of model.geometry (CPU runs, tests, benchmarks)")
   controlnet = ControlNetModel(ControlNetConfig.tip(backbone.unet.module.config,
                                                     config.model.fusion), options)
   return Components(backbone=backbone, controlnet=controlnet)

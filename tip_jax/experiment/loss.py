@@ -21,6 +21,8 @@ import ml_collections
 from jax.sharding import Mesh
 
 from tip_jax.degrade import DegradeConfig, degrade_sharded, params_from_tree
+from tip_jax.degrade.pipeline import mix_per_step
+from tip_jax.degrade.prompts import BLIND_PROMPT
 from tip_jax.diffusion.schedules import Schedule, add_noise, training_target
 from tip_jax.experiment.components import Components
 from tip_jax.models import tip
@@ -31,6 +33,9 @@ Batch = dict[str, Any]
 DEVICE_KEYS = ("image", "semantic_ids", "restoration_ids", "degrade", "index")
 
 
+_MIX_STREAM = 0x6D6978  # separates the per-step pipeline draw from the examples' keys
+
+
 def example_keys(seed: int, step: jax.Array, index: jax.Array) -> jax.Array:
   """One PRNG key per example from (seed, step, record index)."""
   base = jax.random.fold_in(jax.random.key(seed), step)
@@ -38,15 +43,26 @@ def example_keys(seed: int, step: jax.Array, index: jax.Array) -> jax.Array:
 
 
 def device_batch(batch: Batch, step: jax.Array, *, seed: int, degrade_config: DegradeConfig,
-                 mesh: Mesh, batch_axes: tuple[str, ...]) -> Batch:
+                 mesh: Mesh, batch_axes: tuple[str, ...], blind_ids: jax.Array) -> Batch:
   """A pipeline batch (`DEVICE_KEYS`) → `loss_fn`'s inputs: clean and degraded images in
-  [-1, 1] (degraded on device, each device its own rows), prompt ids, per-example keys."""
+  [-1, 1] (degraded on device, each device its own rows), prompt ids, per-example keys.
+
+  With `degrade_config.mix="step"` the whole batch is Real-ESRGAN-degraded at the
+  (seed, step)-drawn steps, and its restoration prompts become `blind_ids` (the
+  tokenized blind prompt, `blind_prompt_ids`)."""
   clean = batch["image"].astype(jnp.float32) / 255.0
-  degraded = degrade_sharded(clean, params_from_tree(batch["degrade"], degrade_config), mesh,
-                             batch_axes)
+  step_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _MIX_STREAM), step)
+  params, blind = mix_per_step(params_from_tree(batch["degrade"], degrade_config), step_key)
+  degraded = degrade_sharded(clean, params, mesh, batch_axes)
+  restoration_ids = jnp.where(blind, blind_ids, batch["restoration_ids"])
   return {"clean": clean * 2 - 1, "degraded": degraded * 2 - 1,
-          "semantic_ids": batch["semantic_ids"], "restoration_ids": batch["restoration_ids"],
+          "semantic_ids": batch["semantic_ids"], "restoration_ids": restoration_ids,
           "keys": example_keys(seed, step, batch["index"])}
+
+
+def blind_prompt_ids(models: Components) -> jax.Array:
+  """(1, 77) CLIP ids of the blind prompt, for `device_batch`."""
+  return jnp.asarray(tokenize(models.backbone.tokenizer, [BLIND_PROMPT]))
 
 
 def encode_prompts(models: Components, frozen: dict, ids: jax.Array,

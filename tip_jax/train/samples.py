@@ -41,7 +41,9 @@ class SampleGrids:
     self.semantic = [str(p) if use.semantic else "" for p in batch["semantic_prompt"]]
     self.restoration = [str(p) if use.restoration else "" for p in batch["restoration_prompt"]]
     self.restorer = TIPRestorer(exp.components.backbone, exp.components.controlnet, None,
-                                resolution=config.data.resolution, degrade_config=degrade_config)
+                                resolution=config.data.resolution, degrade_config=degrade_config,
+                                uses_semantic=bool(use.semantic),
+                                uses_restoration=bool(use.restoration))
     self.steps, self.writer = config.sample_steps, writer
     self.folder = os.path.join(exp.workdir, "samples")
 

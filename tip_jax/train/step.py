@@ -43,10 +43,12 @@ def make_train_step(components: Components, config: ml_collections.ConfigDict,
       loss_lib.loss_fn, models=components, schedule=components.backbone.schedule(),
       prompts=config.prompts))
 
+  blind_ids = loss_lib.blind_prompt_ids(components)
+
   def train_step(state: state_lib.TrainState, frozen: dict, batch: Batch):
     data = loss_lib.device_batch(batch, state.step, seed=config.seed,
                                  degrade_config=degrade_config, mesh=mesh,
-                                 batch_axes=batch_axes)
+                                 batch_axes=batch_axes, blind_ids=blind_ids)
 
     def accumulate(carry, micro):
       loss, grads = grad_fn(state.params, frozen, micro)
