@@ -76,14 +76,16 @@ def ddim(schedule: Schedule, steps: int, start: int = 0) -> Plan:
   it is ᾱ = 1 with `set_alpha_to_one`, else ᾱ_0. x̂0 is clipped when the config asks.
   `start` skips the first steps of the `steps`-step layout (img2img-style starts).
   """
+  options = schedule.sampler_options("ddim")
   ac = np.asarray(schedule.alphas_cumprod, np.float64)
   t = inference_timesteps(schedule, steps, schedule.timestep_spacing or "leading")[start:]
   prev = t - schedule.num_train_timesteps // steps
-  final = 1.0 if schedule.set_alpha_to_one else ac[0]
+  final = 1.0 if options["set_alpha_to_one"] else ac[0]
   ac_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], final)
   zero = np.zeros_like(ac_prev)
   update = np.stack([zero, np.sqrt(ac_prev), zero, np.sqrt(1 - ac_prev)], -1)
-  return _plan(t, ac[t], schedule.prediction_type, update, schedule.clip_sample)
+  clip = float(options["clip_sample_range"]) if options["clip_sample"] else None
+  return _plan(t, ac[t], schedule.prediction_type, update, clip)
 
 
 def dpm_solver_pp_2m(schedule: Schedule, steps: int, start: int = 0) -> Plan:
@@ -93,6 +95,7 @@ def dpm_solver_pp_2m(schedule: Schedule, steps: int, start: int = 0) -> Plan:
   on σ = 0 and returns x̂0 itself (diffusers' final_sigmas_type="zero"); that last
   first-order step is what keeps few-step sampling stable. `start` as in `ddim`.
   """
+  schedule.sampler_options("dpmpp_2m")  # refuses the options we do not implement
   ac = np.asarray(schedule.alphas_cumprod, np.float64)
   t = inference_timesteps(schedule, steps, schedule.timestep_spacing or "linspace",
                           drop_endpoint=True)[start:]
