@@ -21,8 +21,8 @@ by neither reference (tests check every __init__ argument of both is here) and a
 dropped with a warning, as diffusers drops them.
 
 Implemented beyond the SD defaults: every `prediction_type`, `timestep_spacing`,
-`steps_offset`; DDIM's `clip_sample(_range)` and `set_alpha_to_one`. DPM-Solver's
-`lower_order_final` and `euler_at_final` only act with final_sigmas_type="sigma_min".
+`steps_offset`; DDIM's `clip_sample(_range)` and `set_alpha_to_one`; DPM-Solver's
+`final_sigmas_type` zero / sigma_min, `lower_order_final` and `euler_at_final`.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ RULES: dict[str, Rule] = {
     "solver_order": Rule(_DPM, 2, (2,)),
     "algorithm_type": Rule(_DPM, "dpmsolver++", ("dpmsolver++",)),
     "solver_type": Rule(_DPM, "midpoint", ("midpoint", "logrho", "bh1", "bh2")),
-    "final_sigmas_type": Rule(_DPM, "zero", ("zero",)),
+    "final_sigmas_type": Rule(_DPM, "zero", ("zero", "sigma_min")),
     "lower_order_final": Rule(_DPM, True, BOOLS),
     "euler_at_final": Rule(_DPM, False, BOOLS),
     "use_karras_sigmas": _OFF, "use_exponential_sigmas": _OFF, "use_beta_sigmas": _OFF,
