@@ -76,36 +76,44 @@ def ddim(schedule: Schedule, steps: int, start: int = 0) -> Plan:
   it is ᾱ = 1 with `set_alpha_to_one`, else ᾱ_0. x̂0 is clipped when the config asks.
   `start` skips the first steps of the `steps`-step layout (img2img-style starts).
   """
+  options = schedule.sampler_options("ddim")
   ac = np.asarray(schedule.alphas_cumprod, np.float64)
   t = inference_timesteps(schedule, steps, schedule.timestep_spacing or "leading")[start:]
   prev = t - schedule.num_train_timesteps // steps
-  final = 1.0 if schedule.set_alpha_to_one else ac[0]
+  final = 1.0 if options["set_alpha_to_one"] else ac[0]
   ac_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], final)
   zero = np.zeros_like(ac_prev)
   update = np.stack([zero, np.sqrt(ac_prev), zero, np.sqrt(1 - ac_prev)], -1)
-  return _plan(t, ac[t], schedule.prediction_type, update, schedule.clip_sample)
+  clip = float(options["clip_sample_range"]) if options["clip_sample"] else None
+  return _plan(t, ac[t], schedule.prediction_type, update, clip)
 
 
 def dpm_solver_pp_2m(schedule: Schedule, steps: int, start: int = 0) -> Plan:
   """DPM-Solver++(2M): multistep, second order in λ, data (x̂0) prediction.
 
-  The first step run is first order (no history yet), and so is the last, which lands
-  on σ = 0 and returns x̂0 itself (diffusers' final_sigmas_type="zero"); that last
-  first-order step is what keeps few-step sampling stable. `start` as in `ddim`.
+  The first step run is first order (no history yet). The last one lands on σ = 0 and
+  returns x̂0 itself (final_sigmas_type="zero", diffusers' default), or on the noise
+  level of t = 0 ("sigma_min"); it is first order — what keeps few-step sampling
+  stable — with "zero", with euler_at_final, or with lower_order_final below 15 steps,
+  the rule of diffusers' `DPMSolverMultistepScheduler.step`. `start` as in `ddim`.
   """
+  options = schedule.sampler_options("dpmpp_2m")
   ac = np.asarray(schedule.alphas_cumprod, np.float64)
   t = inference_timesteps(schedule, steps, schedule.timestep_spacing or "linspace",
                           drop_endpoint=True)[start:]
   alpha, sigma = np.sqrt(ac[t]), np.sqrt(1 - ac[t])
-  alpha_next = np.append(alpha[1:], 1.0)          # the step after the last lands on x̂0
-  sigma_next = np.append(sigma[1:], 0.0)
+  ac_end = ac[0] if options["final_sigmas_type"] == "sigma_min" else 1.0
+  alpha_next = np.append(alpha[1:], np.sqrt(ac_end))
+  sigma_next = np.append(sigma[1:], np.sqrt(1 - ac_end))
   # exp(-h) = exp(λ_s - λ_t) = (σ_t/α_t) / (σ_s/α_s): finite even when σ_t = 0
   decay = (sigma_next / alpha_next) / (sigma / alpha)
   h = -np.log(np.maximum(decay, 1e-300))
+  first_order_last = (options["final_sigmas_type"] == "zero" or options["euler_at_final"]
+                      or (options["lower_order_final"] and steps < 15))
   rows = []
   for i in range(len(t)):
     base = alpha_next[i] * (1 - decay[i])
-    if i == 0 or i == len(t) - 1:
+    if i == 0 or (i == len(t) - 1 and first_order_last):
       rows.append((sigma_next[i] / sigma[i], base, 0.0, 0.0))
     else:
       r = h[i - 1] / h[i]

@@ -8,19 +8,17 @@ cumulative product diffusers uses differs from it by < 1e-6, far below the parit
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-Array = jax.Array
+from tip_jax.diffusion import scheduler_config
+from tip_jax.diffusion.scheduler_config import PREDICTION_TYPES, SPACINGS
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-SPACINGS = ("leading", "trailing", "linspace")
-# Options that change the schedule in ways not implemented here: refuse rather than ignore.
-_UNSUPPORTED = {"trained_betas": None, "rescale_betas_zero_snr": False, "thresholding": False,
-                "use_karras_sigmas": False, "use_exponential_sigmas": False,
-                "use_beta_sigmas": False, "use_lu_lambdas": False, "use_flow_sigmas": False}
+Array = jax.Array
 
 
 @struct.dataclass
@@ -30,39 +28,38 @@ class Schedule:
   A pytree: `alphas_cumprod` is the only array leaf, so a Schedule can be an argument
   of a jitted step; everything else is static. `timestep_spacing` is None when the
   config leaves it to the sampler (diffusers' DDIM defaults to "leading",
-  DPM-Solver to "linspace").
+  DPM-Solver to "linspace"). `options` keeps the config's sampler-specific keys
+  unjudged: only the sampler that runs knows which of them matter.
   """
 
   alphas_cumprod: Array
   prediction_type: str = struct.field(pytree_node=False, default="epsilon")
   timestep_spacing: str | None = struct.field(pytree_node=False, default=None)
   steps_offset: int = struct.field(pytree_node=False, default=0)
-  set_alpha_to_one: bool = struct.field(pytree_node=False, default=True)
-  clip_sample: float | None = struct.field(pytree_node=False, default=None)
+  options: tuple[tuple[str, Any], ...] = struct.field(pytree_node=False, default=())
 
   @property
   def num_train_timesteps(self) -> int:
     return self.alphas_cumprod.shape[0]
 
   @classmethod
-  def from_config(cls, config: dict) -> Schedule:
-    """From a diffusers scheduler config (DDIM, PNDM, DPM-Solver, DDPM, Euler all share it)."""
-    for key, default in _UNSUPPORTED.items():
-      if config.get(key, default) not in (default, None):
-        raise ValueError(f"scheduler config sets {key}={config[key]!r}, which is not supported")
-    prediction = config.get("prediction_type", "epsilon")
-    if prediction not in PREDICTION_TYPES:
-      raise ValueError(f"prediction_type {prediction!r} is not one of {PREDICTION_TYPES}")
-    spacing = config.get("timestep_spacing")
-    if spacing is not None and spacing not in SPACINGS:
-      raise ValueError(f"timestep_spacing {spacing!r} is not one of {SPACINGS}")
-    betas = _betas(config.get("beta_schedule", "linear"), config.get("num_train_timesteps", 1000),
-                   config.get("beta_start", 0.0001), config.get("beta_end", 0.02))
-    clip = config.get("clip_sample_range", 1.0) if config.get("clip_sample", False) else None
+  def from_config(cls, config: Mapping[str, Any]) -> Schedule:
+    """From a diffusers scheduler config of any class (they share the schedule keys).
+
+    Refuses schedule keys we do not implement; the sampler-specific ones are checked by
+    the sampler that runs (`sampler_options`), see `scheduler_config` for the table.
+    """
+    s = scheduler_config.resolve(config, "schedule")
+    betas = _betas(s["beta_schedule"], s["num_train_timesteps"], s["beta_start"], s["beta_end"])
     return cls(alphas_cumprod=jnp.asarray(np.cumprod(1.0 - betas), jnp.float32),
-               prediction_type=prediction, timestep_spacing=spacing,
-               steps_offset=int(config.get("steps_offset", 0)),
-               set_alpha_to_one=bool(config.get("set_alpha_to_one", True)), clip_sample=clip)
+               prediction_type=s["prediction_type"], timestep_spacing=s["timestep_spacing"],
+               steps_offset=int(s["steps_offset"]),
+               options=scheduler_config.sampler_options(config))
+
+  def sampler_options(self, sampler: str) -> dict[str, Any]:
+    """The options `sampler` reads (the config's value, else diffusers' default);
+    ValueError, naming key and value, for one it does not implement."""
+    return scheduler_config.resolve(dict(self.options), sampler)
 
   @classmethod
   def sd(cls, prediction_type: str = "epsilon") -> Schedule:
@@ -78,11 +75,9 @@ def sd_config(prediction_type: str = "epsilon") -> dict:
 
 
 def _betas(kind: str, n: int, start: float, end: float) -> np.ndarray:
-  if kind == "linear":
-    return np.linspace(start, end, n, dtype=np.float64)
   if kind == "scaled_linear":  # linear in sqrt(β): LDM's schedule
     return np.linspace(start ** 0.5, end ** 0.5, n, dtype=np.float64) ** 2
-  raise ValueError(f"beta_schedule {kind!r} is not supported (use scaled_linear or linear)")
+  return np.linspace(start, end, n, dtype=np.float64)  # "linear", the only other one allowed
 
 
 def _at(schedule: Schedule, t: Array, like: Array) -> tuple[Array, Array]:
