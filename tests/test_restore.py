@@ -193,3 +193,19 @@ def test_prompts_reach_the_model_in_training_form_and_as_the_checkpoint_was_trai
   nothing = restorer.restore(image, "", "", steps=2)
   np.testing.assert_array_equal(typed, nothing)
   assert blind.restoration_conditioning("Upsample to 2.0x") == ("", 2.0)  # still resizes
+
+
+def test_upsample_prompt_resizes_the_small_input_as_training_brought_it_back():
+  """"Upsample to 4.0x" alone in training: area down ×4, bicubic back. The restorer,
+  given that small image and the prompt, enlarges it with the same bicubic (equal 8-bit
+  levels but for rounding ties)."""
+  import torch
+  from tip_jax.degrade import DegradeConfig, degrade, parse_restoration_prompt
+  x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, 3)).astype(np.float32)
+  params = parse_restoration_prompt("Upsample to 4.0x;", DegradeConfig(size=(64, 64)))
+  trained = np.asarray(jax.jit(degrade)(x, params))
+  small = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=16,
+                                          mode="area").permute(0, 2, 3, 1).numpy()
+  # The pipeline ends on 8-bit levels (as BasicSR's does): compare at those levels.
+  levels = np.round(restore_lib._resize(small, 4.0) * 255) - np.round(trained * 255)
+  assert np.abs(levels).max() <= 1 and np.mean(levels == 0) > 0.99
