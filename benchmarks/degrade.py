@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
-import platform
 import random
 import sys
 import time
@@ -27,9 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from basicsr_ref import load_basicsr_module  # noqa: E402  (test helper: BasicSR by file path)
-
+# The repository root first: the test helper below lives in tests/fixtures, and tip_jax
+# is then this tree's (not whichever checkout is pip-installed).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from forward import machine  # noqa: E402  (benchmarks/, the script's directory)
+from tests.fixtures.basicsr_ref import load_basicsr_module  # noqa: E402  (BasicSR by file path)
 from tip_jax.degrade import DegradeConfig, degrade, kernels, parameterized, realesrgan  # noqa: E402
 from tip_jax.degrade import sample_params  # noqa: E402
 
@@ -159,10 +159,7 @@ def main() -> None:
   report["config"] = {"size": s, "batch": b, "repeats": args.repeats, "preset": "x4plus",
                       "usm": esr_cfg.usm, "loop": config.loop,
                       "canvases": esr_cfg.canvases(s, s)}
-  report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "jax": jax.__version__, "torch": torch.__version__,
-                       "torch_threads": torch.get_num_threads(),
-                       "device": str(jax.devices()[0])}
+  report["machine"] = machine()
   print(json.dumps(report, indent=2))
 
 
