@@ -1,9 +1,11 @@
 """TIP's parameterised degradation: blur -> downsample -> noise -> JPEG, each with p = 0.5.
 
 The host draws each example's stages (`sample`), the prompt is written from exactly
-those numbers, and the device applies them (`apply`, one example, vmapped by the
-caller). A skipped stage runs as its identity (pulse kernel, factor 1, sigma 0, JPEG
-masked out) so every example has the same static computation.
+those numbers, and the device applies them (`apply`, one example, vmapped or mapped
+by the caller). As in Real-ESRGAN, on which the paper builds this pipeline, noise
+and JPEG act on the downsampled image, which is then brought back to the input size.
+Skipped stages are `lax.cond`s on per-example flags, so every example runs the same
+static-shape program.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import numpy as np
 from jax import lax
 
 from tip_jax.degrade import jpeg, kernels, ops, prompts, resizing
-from tip_jax.degrade import noise as noise_lib
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,32 +96,49 @@ def from_arrays(params: TIPParams) -> list[prompts.Stages]:
 
 
 def apply(image: jax.Array, p: TIPParams, key: jax.Array, config: TIPConfig) -> jax.Array:
-  """One example (H, W, 3) in [0, 1] -> degraded, same size, 8-bit levels.
+  """One example (H, W, 3) in [0, 1] -> degraded, brought back to (H, W), in [0, 1].
+
+  Real-ESRGAN's order, which the paper's pipeline is built on: blur at full size,
+  downsample, then noise and JPEG on the *small* image, 8-bit rounding (the LQ as a
+  stored image would be), and bicubic back to (H, W), as a user's "Upsample to Fx"
+  input is at inference. The small image has a traced size, so it lives at the
+  top-left of an (H, W) canvas (its size at factor 1); every op reads only that
+  content, and the noise field is drawn on the whole canvas, so a content pixel's
+  noise does not depend on the factor (`noise_field`).
 
   Each stage is a `lax.cond` on its flag: a skipped stage returns its input exactly,
-  and under `lax.map` (see `pipeline.degrade`) it costs nothing.
+  and under `lax.map` (see `pipeline.degrade`) it costs nothing. Without downsampling
+  the small image is the input size and the bicubic step is skipped with it.
   """
   h, w = image.shape[:2]
   full = jnp.array([h, w])
+  small = jnp.stack([resizing.output_size_for_scale(n, 1.0 / p.downsample) for n in (h, w)])
 
   def blur(x):
     kernel = kernels.make_kernel(kernels.KINDS.index("iso"), kernels.KERNEL_SIZE, p.blur_sigma,
                                  p.blur_sigma, 0.0, 1.0, 0.0)
     return ops.filter2d(x, kernel)
 
-  def down_up(x):
-    small = jnp.stack([resizing.output_size_for_scale(n, 1.0 / p.downsample) for n in (h, w)])
-    x = resizing.resize(x, full, small, config.down_mode, (h, w))
-    return resizing.resize(x, small, full, config.up_mode, (h, w))
+  def down(x):
+    return resizing.resize(x, full, small, config.down_mode, (h, w))
 
   def noise(x):
-    return jnp.clip(noise_lib.gaussian_noise(x, key, p.noise_sigma, False), 0.0, 1.0)
+    return jnp.clip(x + noise_field(key, x.shape) * p.noise_sigma, 0.0, 1.0)
 
-  def compress(x):
-    return jpeg.diff_jpeg(x[None], p.jpeg_quality[None])[0]
+  def compress(x):   # BasicSR and Real-ESRGAN clamp before DiffJPEG
+    return jpeg.diff_jpeg_content(jnp.clip(x, 0.0, 1.0), p.jpeg_quality, small)
+
+  def up(x):
+    return jnp.clip(resizing.resize(x, small, full, config.up_mode, (h, w)), 0.0, 1.0)
 
   x = image
-  for on, stage in ((p.blur_on, blur), (p.down_on, down_up), (p.noise_on, noise),
+  for on, stage in ((p.blur_on, blur), (p.down_on, down), (p.noise_on, noise),
                     (p.jpeg_on, compress)):
     x = lax.cond(on, stage, lambda y: y, x)
-  return ops.quantize_uint8(x)
+  return lax.cond(p.down_on, up, lambda y: y, ops.quantize_uint8(x))
+
+
+def noise_field(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """The N(0, 1) field `apply` scales by sigma: drawn on the whole (H, W, 3) canvas, so
+  tests (and anyone reproducing an example) can rebuild it from the example's key."""
+  return jax.random.normal(key, shape, jnp.float32)
