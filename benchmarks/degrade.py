@@ -6,8 +6,9 @@ The reference replays Real-ESRGAN's `feed_data` with BasicSR 1.4.2's own functio
 (USMSharp, filter2D, F.interpolate, random_add_{gaussian,poisson}_noise_pt, DiffJPEG),
 kernels made beforehand as its dataset workers do, one random draw per batch as it
 does. TIP's parameterised pipeline has no public implementation; its reference is the
-same four stages written with the same PyTorch/BasicSR ops. Prints one JSON object
-with images/s for each side and the ratios (ours / reference; above 1 is faster).
+same four stages in the same order (noise and JPEG on the downsampled image), written
+with the same PyTorch/BasicSR ops. Prints one JSON object with images/s for each side
+and the ratios (ours / reference; above 1 is faster).
 """
 
 from __future__ import annotations
@@ -79,23 +80,28 @@ def reference_realesrgan(gt, k1, k2, sinc, opt: realesrgan.RealESRGANConfig, bsr
 
 
 def reference_parameterized(gt, blur_kernels, cfg: parameterized.TIPConfig, bsr):
-  """The four stages, each with p = cfg.stage_prob (one draw per batch), then 8-bit."""
+  """The four stages, each with p = cfg.stage_prob (one draw per batch), in Real-ESRGAN's
+  order as `parameterized.apply` runs them: noise and JPEG on the downsampled image,
+  8-bit rounding, then bicubic back to the input size."""
   process, deg, jpeger, _ = bsr
   h, w = gt.shape[2:]
   out = gt
   if random.random() < cfg.stage_prob:
     out = process.filter2D(out, blur_kernels)
-  if random.random() < cfg.stage_prob:
+  down = random.random() < cfg.stage_prob
+  if down:
     f = random.uniform(*cfg.downsample)
-    small = F.interpolate(out, size=(int(h / f), int(w / f)), mode="area")
-    out = F.interpolate(small, size=(h, w), mode="bicubic")
+    out = F.interpolate(out, size=(int(h / f), int(w / f)), mode="area")
   if random.random() < cfg.stage_prob:
     out = deg.random_add_gaussian_noise_pt(out, sigma_range=[255 * s for s in cfg.noise_sigma],
                                            clip=True, rounds=False, gray_prob=0)
   if random.random() < cfg.stage_prob:
     q = out.new_zeros(out.size(0)).uniform_(*cfg.jpeg_quality)
     out = jpeger(torch.clamp(out, 0, 1), quality=q)
-  return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+  out = torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+  if down:
+    out = torch.clamp(F.interpolate(out, size=(h, w), mode="bicubic"), 0, 1)
+  return out
 
 
 def images_per_second(fn, batch: int, repeats: int) -> float:
