@@ -35,12 +35,15 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
   return np.clip(smooth[None] + 0.1 * r.standard_normal((n, *SIZE, 3)), 0, 1).astype(np.float32)
 
 
-def _apply(images: np.ndarray, texts: list[str], seeds: list[int]) -> np.ndarray:
+def _apply(images: np.ndarray, texts: list[str], seeds: list[int],
+           bucketed: bool = False) -> np.ndarray:
+  """vmap, or with `bucketed` canvases `lax.map` (as `pipeline.degrade` would pair them)."""
   stages = [prompts.parse(t, CONFIG.ranges, CONFIG.defaults) for t in texts]
   params = parameterized.to_arrays(stages)
   keys = jax.vmap(jax.random.key)(np.asarray(seeds, np.uint32))
-  run = jax.jit(jax.vmap(lambda x, p, k: parameterized.apply(x, p, k, CONFIG)))
-  return np.asarray(run(images, params, keys))
+  one = lambda args: parameterized.apply(*args, CONFIG, bucketed=bucketed)
+  loop = (lambda args: jax.lax.map(one, args)) if bucketed else jax.vmap(one)
+  return np.asarray(jax.jit(loop)((images, params, keys)))
 
 
 def _to_torch(x: np.ndarray) -> torch.Tensor:
@@ -94,14 +97,17 @@ CASES = [
     "Upsample to 1.7x; Dejpeg with quality 30;",
     "Upsample to 3.3x; Denoise with sigma 0.12; Dejpeg with quality 50;",
     "Deblur with sigma 3.0; Upsample to 2.5x;",
+    "Upsample to 2.0x; Denoise with sigma 0.02; Dejpeg with quality 90;",
     "",
 ]
 
 
-def test_each_stage_matches_basicsr_ops(reference):
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_each_stage_matches_basicsr_ops(reference, bucketed):
+  """Every factor bucket (none, [1, 2), [2, 3), >= 3) on the (H, W) or a smaller canvas."""
   images = _images(len(CASES), seed=1)
   seeds = list(range(100, 100 + len(CASES)))
-  ours = _apply(images, CASES, seeds)
+  ours = _apply(images, CASES, seeds, bucketed)
   for i, text in enumerate(CASES):
     err = np.abs(ours[i] - _torch_pipeline(images[i], text, seeds[i], reference))
     if "Dejpeg" in text:
