@@ -96,8 +96,9 @@ def from_arrays(params: TIPParams) -> list[prompts.Stages]:
   return out
 
 
-# Under `lax.map`, a factor >= 2 (>= 3) puts the small image on a canvas of about half
-# (a third of) the input side: its noise, JPEG and upsampling then cost 2-4x less.
+# With `apply(bucketed=True)`, a factor >= 2 (>= 3) puts the small image on a canvas of
+# about half (a third of) the input side, so JPEG and the resizes touch a quarter (a
+# ninth) of the pixels: 1.4x the throughput at 512^2 with the default ranges (measured).
 _BUCKETS = (2.0, 3.0)
 
 
