@@ -30,6 +30,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from tip_jax.degrade.ops import SizeLike, content_mask
+
 Array = jax.Array
 
 # Annex-K tables exactly as BasicSR stores them (the luma one transposed).
@@ -125,3 +127,16 @@ def diff_jpeg(images: Array, quality: Array) -> Array:
                    y + cb * -0.344136 + cr * -0.714136,
                    y + cb * 1.772], axis=-1)
   return _div(jnp.clip(rgb, 0., 255.), 255.)[:, :h, :w]
+
+
+def diff_jpeg_content(image: Array, quality: Array, size: SizeLike) -> Array:
+  """`diff_jpeg` of one example's top-left `size` content of an (H, W, 3) canvas.
+
+  BasicSR zero-pads an image to multiples of 16 (constant 0, not reflect or
+  replicate); zeroing the canvas outside the content reproduces that padding, and
+  the rest of the canvas only adds all-zero macroblocks, so the content pixels are
+  what DiffJPEG gives for the cropped content. `quality` is a scalar (may be traced);
+  pixels outside the content come back as don't care.
+  """
+  masked = jnp.where(content_mask(image.shape, size), image, 0.0)
+  return diff_jpeg(masked[None], jnp.asarray(quality)[None])[0]

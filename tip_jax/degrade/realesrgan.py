@@ -167,12 +167,6 @@ def _noise(x, key, p: StageParams, size, field):
   return jnp.clip(lax.cond(p.poisson, poisson, gauss), 0.0, 1.0)
 
 
-def _jpeg(x, quality, size):
-  """DiffJPEG of the content, which sits on a zero-filled canvas (BasicSR's zero pad)."""
-  masked = jnp.where(ops.content_mask(x.shape, size), x, 0.0)
-  return jpeg.diff_jpeg(masked[None], quality[None])[0]
-
-
 def apply(image: jax.Array, p: RealESRGANParams, key: jax.Array,
           config: RealESRGANConfig, bucketed: bool = False) -> jax.Array:
   """One example (H, W, 3) in [0, 1] -> the LQ image brought back to (H, W), in [0, 1].
@@ -205,7 +199,7 @@ def _after_first_blur(x, p: RealESRGANParams, keys, config: RealESRGANConfig,
   full = jnp.array([h, w])
   x = resizing.resize(x, full, p.first.size, p.first.mode, canvas, scale=p.first.scale)
   x = _noise(x, keys[0], p.first, p.first.size, c1)
-  x = _jpeg(x, p.first.quality, p.first.size)
+  x = jpeg.diff_jpeg_content(x, p.first.quality, p.first.size)
   # Second round, on the first canvas.
   x = lax.cond(p.second.blur_on,
                lambda: ops.filter2d(x, make(p.second.kernel), size=p.first.size), lambda: x)
@@ -214,10 +208,11 @@ def _after_first_blur(x, p: RealESRGANParams, keys, config: RealESRGANConfig,
   # Final sinc filter, JPEG and the resize to H/4 in one of two orders.
   to_final = lambda y, size: resizing.resize(y, size, jnp.array(final), p.final_mode, final)
   sinc = make(p.final_kernel)
-  sinc_then_jpeg = lambda: _jpeg(jnp.clip(ops.filter2d(to_final(x, p.second.size), sinc), 0, 1),
-                                 p.second.quality, jnp.array(final))
+  sinc_then_jpeg = lambda: jpeg.diff_jpeg_content(
+      jnp.clip(ops.filter2d(to_final(x, p.second.size), sinc), 0, 1), p.second.quality,
+      jnp.array(final))
   jpeg_then_sinc = lambda: ops.filter2d(
-      to_final(_jpeg(x, p.second.quality, p.second.size), p.second.size), sinc)
+      to_final(jpeg.diff_jpeg_content(x, p.second.quality, p.second.size), p.second.size), sinc)
   lq = ops.quantize_uint8(lax.cond(p.sinc_first, sinc_then_jpeg, jpeg_then_sinc))
   up = resizing.resize(lq, jnp.array(final), full, resizing.BICUBIC, (h, w))
   return jnp.clip(up, 0.0, 1.0)
