@@ -195,7 +195,8 @@ def degrade(images: jax.Array, params: DegradeParams) -> jax.Array:
         kind == REALESRGAN,
         lambda: realesrgan.apply(image, esr_p, key_esr, config.realesrgan,
                                  bucketed=loop == "map"),
-        lambda: parameterized.apply(image, tip_p, key_tip, config.tip))
+        lambda: parameterized.apply(image, tip_p, key_tip, config.tip,
+                                    bucketed=loop == "map"))
 
   args = (images.astype(jnp.float32), params.pipeline, params.noise_seed, params.tip,
           params.realesrgan)
