@@ -150,8 +150,9 @@ def main() -> None:
   for name, prob in (("realesrgan", 1.0), ("parameterized", 0.0), ("mixed_degrade", 0.5)):
     draws[name], _ = sample_params(0, b, dataclasses.replace(config, realesrgan_prob=prob))
     ours[name] = lambda p=draws[name]: run(images, p).block_until_ready()
-  # The parameterised pipeline under lax.map with its factor-bucketed canvases, which
-  # `degrade` does not (yet) ask for; same draws as the "parameterized" row.
+  # The parameterised pipeline alone under lax.map with its factor-bucketed canvases (what
+  # `degrade`'s "map" loop runs, without its per-example switch between the two
+  # pipelines); same draws as the "parameterized" row.
   bucketed = jax.jit(lambda x, p, k: jax.lax.map(
       lambda a: parameterized.apply(*a, tip_cfg, bucketed=True), (x, p, k)))
   keys = jax.random.split(jax.random.key(0), b)
