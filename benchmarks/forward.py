@@ -95,13 +95,11 @@ def limit_threads(threads: int) -> None:
 
 def cpu_model() -> str:
   """The CPU's model name (figures move 2x between the CPUs these machines get)."""
-  try:
+  if os.path.isfile("/proc/cpuinfo"):
     with open("/proc/cpuinfo") as f:
       for line in f:
         if line.startswith("model name"):
           return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
   return platform.processor() or platform.machine()
 
 

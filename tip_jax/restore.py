@@ -155,7 +155,8 @@ class TIPRestorer:
     caller passes (the ControlNet-SR ablation saw no prompt at all), with one warning."""
     self.backbone = backbone
     self.uses_semantic, self.uses_restoration = uses_semantic, uses_restoration
-    self._conditioning: dict[str, tuple[str, float | None]] = {}
+    self._restoration: dict[str, tuple[str, float | None]] = {}  # typed -> conditioning
+    self._dropped_semantic: set[str] = set()                       # warned about once
     self.controlnet, self.controlnet_params = controlnet, controlnet_params
     self.resolution = resolution
     self.degrade_config = degrade_config or DegradeConfig(size=(resolution, resolution))
@@ -190,7 +191,7 @@ class TIPRestorer:
     training range is kept, with one warning), or "" for a model trained without
     restoration prompts. Raises `PromptError` naming a clause that does not parse or
     asks for something physically meaningless."""
-    if restoration_prompt not in self._conditioning:
+    if restoration_prompt not in self._restoration:
       tip_cfg = self.degrade_config.tip
       text, stages = prompts.canonical(restoration_prompt, tip_cfg.ranges, tip_cfg.defaults)
       if not self.uses_restoration:
@@ -198,8 +199,8 @@ class TIPRestorer:
           logging.warning("this model was trained without restoration prompts: %r is not "
                           "given to it (an Upsample factor still resizes the input)", text)
         text = ""
-      self._conditioning[restoration_prompt] = (text, stages and stages.downsample)
-    return self._conditioning[restoration_prompt]
+      self._restoration[restoration_prompt] = (text, stages and stages.downsample)
+    return self._restoration[restoration_prompt]
 
   def upsample_factor(self, restoration_prompt: str) -> float | None:
     """The prompt's "Upsample to Fx" factor, None if it names none (see
@@ -211,10 +212,10 @@ class TIPRestorer:
     without semantic prompts (one warning when that drops a caption)."""
     if self.uses_semantic or not semantic_prompt:
       return semantic_prompt
-    if semantic_prompt not in self._conditioning:
+    if semantic_prompt not in self._dropped_semantic:
       logging.warning("this model was trained without semantic prompts: %r is not given "
                       "to it", semantic_prompt)
-      self._conditioning[semantic_prompt] = ("", None)
+      self._dropped_semantic.add(semantic_prompt)
     return ""
 
   def restore(self, image: np.ndarray, semantic_prompt: str = "",

@@ -112,7 +112,7 @@ def checkpoints(workdir: str, after_step: int | None = None, poll_s: float = 30.
   What an evaluator job polls with; a step that retention deletes before it is
   reached is skipped.
   """
-  mngr = manager(workdir, read_only=True) if epath.Path(directory(workdir)).exists() else None
+  mngr = None  # opened once the trainer has created the folder
   last, waited_since = after_step, time.monotonic()
   while True:
     if mngr is None and epath.Path(directory(workdir)).exists():
