@@ -64,5 +64,5 @@ setup(
     },
     entry_points={"console_scripts": [
         f"tip-{name}=tip_jax.cli.{name}:run"
-        for name in ("train", "restore", "walk", "degrade", "prepare", "models")]},
+        for name in ("train", "restore", "walk", "degrade", "prepare", "models", "eval")]},
 )

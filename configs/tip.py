@@ -92,6 +92,38 @@ def _base() -> ml_collections.ConfigDict:
   c.sample_images = 4
   c.sample_steps = 20           # DDIM steps for the grids
   c.profile_steps = 5           # steps traced by the profiler after the first log
+
+  # The evaluator job (`tip-train --mode=eval`, same config and workdir as the trainer).
+  c.evals = ml_collections.ConfigDict()
+  # Test sets: `tip-make-benchmark` folders (e.g. /data/tip_bench/coco_param and
+  # /data/tip_bench/coco_realesrgan for Tab. 1), or "embedded" (the scikit-image photos,
+  # built on demand into workdir/eval/sets: offline, small).
+  c.evals.sets = ("embedded",)
+  c.evals.embedded_count = 16   # crops of the embedded set
+  c.evals.embedded_size = 0     # its side in pixels; 0 = data.resolution
+  # Prompt modes (Tab. 1/5), each (semantic, restoration): semantic "caption" | "";
+  # restoration "values" | "type_only" | "blind" ("Remove all degradation") | "".
+  c.evals.modes = ml_collections.ConfigDict({
+      "full": ("caption", "values"),
+      "semantic": ("caption", ""),
+      "restoration": ("", "values"),
+      "none": ("", ""),
+  })
+  c.evals.steps = 50            # DDIM steps (the paper does not say; 50 is SD's default)
+  c.evals.guidance = 4.0        # classifier-free guidance weight on c_s
+  c.evals.batch_size = 8
+  c.evals.seed = 0
+  c.evals.metrics = "psnr,ssim,lpips,fid,clip_i,clip_t"
+  c.evals.lpips_net = "alex"    # LPIPS v0.1 AlexNet (the common default) | vgg
+  c.evals.inception = ""        # converted Inception weights (tip-convert-inception); "" = no FID
+  c.evals.clip = ""             # a local HF CLIP folder (ViT-L/14); "" = no CLIP-I / CLIP-T
+  c.evals.crop_border = 0       # PSNR/SSIM: RGB, no crop (the paper's "for reference")
+  c.evals.y_channel = False
+  c.evals.num_grid = 4          # examples shown per (set, mode) grid
+  c.evals.val_source = ""       # held-out data (a DataConfig source) for the validation loss
+  c.evals.val_batches = 0
+  c.evals.poll_s = 30.0         # how often to look for new checkpoints
+  c.evals.timeout_s = 0.0       # stop after this long without one (0 = wait for the trainer)
   return c
 
 
@@ -114,6 +146,8 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.sample_every_steps = 100
   c.sample_steps = 10
   c.profile_steps = 0
+  c.evals.steps = 10
+  c.evals.poll_s = 2.0
 
 
 def _sd21(c: ml_collections.ConfigDict) -> None:

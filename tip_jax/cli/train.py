@@ -5,7 +5,11 @@
       --config.model.backbone=/data/sd15 --config.batch_size=256
 
 The trainer job (`--mode=train`; `python -m tip_jax.main` is the same). Running the same
-command again resumes from the last checkpoint in DIR. On pods and clusters add
+command again resumes from the last checkpoint in DIR.
+
+The evaluator job (`--mode=eval`, same config and DIR, run beside the trainer): scores
+every checkpoint as it appears, on the config's `evals` sets and prompt modes, and
+stops after the final one (see tip_jax/eval/evaluator.py). On pods and clusters add
 --distributed (JAX finds the peers itself, or give --coordinator_address,
 --num_processes and --process_id).
 """
@@ -23,7 +27,8 @@ PROG = "tip-train"
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and samples go here.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train"], "The job to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                          "The job to run: the trainer, or the evaluator that follows it.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Start multi-process JAX (pods, clusters).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
@@ -36,11 +41,15 @@ def main(argv: list[str]) -> None:
   if _CONFIG.value is None or not _WORKDIR.value:
     common.fail(PROG, "--config and --workdir are required")
   from tip_jax.experiment import distributed  # deferred: JAX starts only for real work
-  from tip_jax.train import trainer
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value)
   logging.info("config:\n%s", _CONFIG.value)
-  trainer.train(_CONFIG.value, _WORKDIR.value)
+  if _MODE.value == "eval":
+    from tip_jax.eval import evaluator
+    evaluator.evaluate(_CONFIG.value, _WORKDIR.value)
+  else:
+    from tip_jax.train import trainer
+    trainer.train(_CONFIG.value, _WORKDIR.value)
 
 
 def run() -> None:
