@@ -6,6 +6,9 @@ transpose, because the Flax modules use diffusers' / transformers' module names:
 Conv kernels go OIHW -> HWIO, linear kernels (out, in) -> (in, out); norms' `weight`
 is Flax's `scale`; embeddings keep their layout. Any missing, unexpected or
 mis-shaped key stops the load with one error that names it.
+
+The same rules load a transformers `CLIPModel` folder (component "clip"), whose
+weights the CLIP-I/-T scorer reads (`tip_jax.convert.clip`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ def _build_controlnet(cfg, options):
   return controlnet.ControlNetModel(controlnet.ControlNetConfig.from_diffusers(cfg), options)
 
 
+def _build_clip(cfg, options):
+  from tip_jax.models import clip
+  return clip.CLIPModel(clip.CLIPConfig.from_transformers(cfg), options)
+
+
 COMPONENTS = {
     "unet": _Component("diffusion_pytorch_model", "", (), _build_unet),
     "vae": _Component("diffusion_pytorch_model", "", (), _build_vae),
@@ -64,6 +72,9 @@ COMPONENTS = {
                                                           "embeddings.position_ids"),
                                _build_text_encoder),
     "controlnet": _Component("diffusion_pytorch_model", "", (), _build_controlnet),
+    # logit_scale only sharpens CLIP's contrastive softmax; CLIP-I/-T are raw cosines.
+    "clip": _Component("model", "", ("logit_scale", "text_model.embeddings.position_ids",
+                                     "vision_model.embeddings.position_ids"), _build_clip),
 }
 
 # Attention names of diffusers < 0.14 VAEs, still found in many converted checkpoints.
@@ -173,7 +184,8 @@ def convert_state_dict(state: dict[str, np.ndarray], module: nn.Module, name: st
 
 def load_component(path: str, name: str, options: ModelOptions | None = None
                    ) -> Part:
-  """Loads `unet | vae | text_encoder | controlnet` from a diffusers-format folder."""
+  """Loads `unet | vae | text_encoder | controlnet | clip` from a diffusers-format folder
+  (`clip`: a transformers CLIPModel folder)."""
   if name not in COMPONENTS:
     raise CheckpointError(f"unknown component {name!r}; expected one of {sorted(COMPONENTS)}")
   folder = component_dir(path, name)

@@ -3,15 +3,19 @@
 SD 1.x conditions on OpenAI CLIP ViT-L/14's text tower; SD 2.x on OpenCLIP ViT-H/14's,
 cut to its first 23 blocks (the "penultimate" layer), which diffusers stores as a
 transformers `CLIPTextModel` with `num_hidden_layers=23` and exact GELU. Both are the
-same pre-LN causal transformer, so one module covers them. The pooled output and the
-text projection are not built: SD never reads them, and a text_encoder folder's
-weights then convert one-to-one (module names mirror transformers').
+same pre-LN causal transformer, so one module covers them. The text projection is not
+built here: SD never reads it, and a text_encoder folder's weights then convert
+one-to-one (module names mirror transformers'). CLIP-T needs the pooled output
+(`eos_pool`) and the projection, which `tip_jax.models.clip` adds on top.
+
+The encoder blocks are shared with the vision tower (`tip_jax.models.clip_vision`),
+which runs them without the causal mask.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 import flax.linen as nn
 import jax
@@ -32,15 +36,16 @@ _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPTextConfig:
-  """Geometry of a CLIP text tower; field names match transformers' config.json."""
+class CLIPTowerConfig:
+  """What the shared encoder blocks read; field names match transformers' config.json.
 
-  vocab_size: int = 49408
+  The defaults are ViT-L/14's text tower, which are also transformers' vision defaults.
+  """
+
   hidden_size: int = 768
   intermediate_size: int = 3072
   num_hidden_layers: int = 12
   num_attention_heads: int = 12
-  max_position_embeddings: int = 77
   hidden_act: str = "quick_gelu"
   layer_norm_eps: float = 1e-5
 
@@ -53,10 +58,18 @@ class CLIPTextConfig:
                        f"num_attention_heads {self.num_attention_heads}")
 
   @classmethod
-  def from_transformers(cls, cfg: dict[str, Any]) -> CLIPTextConfig:
-    """Reads a transformers `CLIPTextConfig` config.json; missing keys take its defaults."""
+  def from_transformers(cls, cfg: dict[str, Any]) -> Self:
+    """Reads a transformers tower config; missing keys take the dataclass defaults."""
     names = [f.name for f in dataclasses.fields(cls)]
     return cls(**{k: cfg[k] for k in names if k in cfg})
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPTextConfig(CLIPTowerConfig):
+  """Geometry of a CLIP text tower (`from_transformers` reads a `CLIPTextConfig`)."""
+
+  vocab_size: int = 49408
+  max_position_embeddings: int = 77
 
   @classmethod
   def sd15(cls) -> CLIPTextConfig:
@@ -77,10 +90,11 @@ class CLIPTextConfig:
 
 
 class CLIPAttention(nn.Module):
-  """Causal multi-head self-attention with biased q/k/v/out projections."""
+  """Multi-head self-attention with biased q/k/v/out projections, causal for text."""
 
-  config: CLIPTextConfig
+  config: CLIPTowerConfig
   options: ModelOptions
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -88,12 +102,13 @@ class CLIPAttention(nn.Module):
     q = dense(width, o, "q_proj", axes=("embed", "heads"))(x)
     k = dense(width, o, "k_proj", axes=("embed", "heads"))(x)
     v = dense(width, o, "v_proj", axes=("embed", "heads"))(x)
-    out = multi_head_attention(q, k, v, self.config.num_attention_heads, o, causal=True)
+    out = multi_head_attention(q, k, v, self.config.num_attention_heads, o,
+                               causal=self.causal)
     return dense(width, o, "out_proj", axes=("heads", "embed"))(out)
 
 
 class CLIPMLP(nn.Module):
-  config: CLIPTextConfig
+  config: CLIPTowerConfig
   options: ModelOptions
 
   @nn.compact
@@ -107,13 +122,14 @@ class CLIPMLP(nn.Module):
 class CLIPEncoderLayer(nn.Module):
   """Pre-LN block: x + attn(LN1(x)), then x + mlp(LN2(x))."""
 
-  config: CLIPTextConfig
+  config: CLIPTowerConfig
   options: ModelOptions
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     eps = self.config.layer_norm_eps
-    x = x + CLIPAttention(self.config, self.options, name="self_attn")(
+    x = x + CLIPAttention(self.config, self.options, self.causal, name="self_attn")(
         layer_norm(self.options, "layer_norm1", eps=eps)(x))
     return x + CLIPMLP(self.config, self.options, name="mlp")(
         layer_norm(self.options, "layer_norm2", eps=eps)(x))
@@ -134,14 +150,15 @@ class CLIPEmbeddings(nn.Module):
 
 
 class CLIPEncoder(nn.Module):
-  config: CLIPTextConfig
+  config: CLIPTowerConfig
   options: ModelOptions
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     layer_cls = maybe_remat(CLIPEncoderLayer, self.options)
     for i in range(self.config.num_hidden_layers):
-      x = layer_cls(self.config, self.options, name=f"layers_{i}")(x)
+      x = layer_cls(self.config, self.options, self.causal, name=f"layers_{i}")(x)
     return x
 
 
@@ -166,3 +183,18 @@ class CLIPTextModel(nn.Module):
 
   def example_inputs(self, batch: int = 1) -> tuple[Array]:
     return (jnp.zeros((batch, self.config.max_position_embeddings), jnp.int32),)
+
+
+def eos_pool(hidden: Array, input_ids: Array, eos_token_id: int) -> Array:
+  """(B, T, D) hidden states -> (B, D) at each sequence's first end-of-text token.
+
+  transformers' `CLIPTextTransformer` pooler. Configs written before its eos fix carry
+  `eos_token_id = 2` and take the position of the largest id instead, which is EOT
+  (49407, the last id of CLIP's vocabulary); with EOT padding both rules pick the
+  first EOT, because argmax returns the first maximum.
+  """
+  if eos_token_id == 2:
+    position = jnp.argmax(input_ids, axis=-1)
+  else:
+    position = jnp.argmax(input_ids == eos_token_id, axis=-1)
+  return jnp.take_along_axis(hidden, position[:, None, None], axis=1)[:, 0]

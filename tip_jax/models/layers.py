@@ -72,13 +72,15 @@ def dense(features: int, options: ModelOptions, name: str, *, axes=("embed", "ml
 
 
 def conv(features: int, options: ModelOptions, name: str, *, kernel: int = 3,
-         stride: int = 1, padding: Any = "SAME_1", zero_init: bool = False) -> nn.Conv:
+         stride: int = 1, padding: Any = "SAME_1", zero_init: bool = False,
+         use_bias: bool = True) -> nn.Conv:
   """A square conv; padding "SAME_1" means PyTorch's symmetric `padding=kernel // 2`."""
   if padding == "SAME_1":
     padding = ((kernel // 2, kernel // 2),) * 2
   kernel_init = nn.initializers.zeros if zero_init else nn.linear.default_kernel_init
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
-                 dtype=options.dtype, param_dtype=options.param_dtype, name=name,
+                 use_bias=use_bias, dtype=options.dtype, param_dtype=options.param_dtype,
+                 name=name,
                  kernel_init=_init(kernel_init, (None, None, "conv_in", "conv_out")),
                  bias_init=_init(nn.initializers.zeros, ("conv_out",)))
 
