@@ -17,7 +17,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
+from tests.fixtures.torch_refs import torchvision  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
+# transformers' and diffusers' torch models (the parity references) import torchvision,
+# which imports beside the CPU torch wheel only after this (see the fixture).
+torchvision()
 # Grain's worker processes read absl flags at start-up; under pytest no absl app has
 # parsed them (the entry points' `app.run` does), and their defaults are what we want.
 flags.FLAGS.mark_as_parsed()

@@ -19,9 +19,6 @@ from tip_jax.models.layers import ModelOptions
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from tests.fixtures.torch_refs import torchvision  # noqa: E402  (imports torch)
-
-torchvision()  # transformers' CLIP modules import torchvision, which needs the shim
 
 BPE = tok_lib.bundled_bpe_path()  # CLIP's real BPE table, shipped in third_party/
 # sha256 of CLIP's bpe_simple_vocab_16e6.txt.gz as OpenAI and open-clip distribute it.
