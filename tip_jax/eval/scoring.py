@@ -19,6 +19,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 
+from tip_jax.convert.clip import load_clip
 from tip_jax.errors import ConfigError, TipError
 from tip_jax.metrics import clip as clip_lib
 from tip_jax.metrics import fid as fid_lib
@@ -83,7 +84,7 @@ class Scorer:
           logging.warning("%s left out: it needs %s (--clip / evals.clip)", name,
                           _NEEDS[name])
           continue
-        loaded["clip"] = clip_lib.load_clip(clip)
+        loaded["clip"] = load_clip(clip)
       kept.append(name)
     return cls(metrics=tuple(kept), crop_border=crop_border, y_channel=y_channel,
                sharding=sharding, **loaded)
@@ -109,13 +110,13 @@ class Scorer:
     if "lpips" in self.metrics:
       out["lpips"] = self.lpips(p, r)
     if self.clip is not None:
-      pred_emb = self.clip.image_embeds(pred)
+      pred_emb = self.clip.image_embeds(pred / 255.0)
       if "clip_i" in self.metrics:
-        out["clip_i"] = self.clip.cosine(pred_emb, self.clip.image_embeds(ref))
+        out["clip_i"] = clip_lib.cosine(pred_emb, self.clip.image_embeds(ref / 255.0))
       known = [i for i, c in enumerate(captions or []) if c is not None]
       if "clip_t" in self.metrics and known:
-        out["clip_t"] = self.clip.cosine(pred_emb[np.asarray(known)],
-                                         self.clip.text_embeds([captions[i] for i in known]))
+        out["clip_t"] = clip_lib.cosine(pred_emb[np.asarray(known)],
+                                        self.clip.text_embeds([captions[i] for i in known]))
     return {k: np.asarray(jax.device_get(v), np.float64) for k, v in out.items()}
 
   def features(self, images: np.ndarray) -> np.ndarray | None:
