@@ -14,10 +14,12 @@ axis) rather than dm-pix's `ssim`: dm-pix is neither installed nor a dependency 
 package for some forty lines), has no border crop or Y channel, and filters through
 1-D `jnp.convolve` calls, while shifted slices are elementwise arithmetic that every
 backend fuses, never lowers to reduced-precision (TF32) convolutions on a GPU, and let
-the five local moments share one pass. In float32 the variances E[x^2] - E[x]^2 of [0, 255] values lose
-digits to cancellation, so each image channel is centred on its mean first (the
-variances and covariance do not change; the means are shifted back): on real photos
-that brings float32 from 2e-6 to 1.2e-7 of BasicSR's float64 SSIM.
+the five local moments share one pass.
+
+In float32 the variances E[x^2] - E[x]^2 of [0, 255] values lose digits to
+cancellation, so each image channel is centred on its mean first (the variances and
+covariance do not change; the means are shifted back): on real photos that brings
+float32 from 2e-6 to 1.2e-7 of BasicSR's float64 SSIM.
 """
 
 from __future__ import annotations
