@@ -47,7 +47,6 @@ from tip_jax.experiment import setup as setup_lib
 from tip_jax.image_io import labelled_grid, write_png
 from tip_jax.metrics import fid as fid_lib
 from tip_jax.restore import TIPRestorer
-from tip_jax.train import step as step_lib
 
 SEMANTIC = ("caption", "")
 RESTORATION = ("values", "type_only", "blind", "")
@@ -146,7 +145,7 @@ class _Validation:
                          "shuffle": False, "flip": False, "semantic_dropout": 0.0,
                          "num_workers": 0})
     it = exp.data_iterator(data, seed=int(evals.seed))
-    self.batches = [exp.global_batch(step_lib.host_batch(next(it))[0])
+    self.batches = [exp.global_batch(loss_lib.host_batch(next(it))[0])
                     for _ in range(int(evals.val_batches))]
     it.close()
     models, config = exp.components, exp.config

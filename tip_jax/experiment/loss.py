@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from jax.sharding import Mesh
 
 from tip_jax.degrade import DegradeConfig, degrade_sharded, params_from_tree
@@ -58,6 +59,14 @@ def device_batch(batch: Batch, step: jax.Array, *, seed: int, degrade_config: De
   return {"clean": clean * 2 - 1, "degraded": degraded * 2 - 1,
           "semantic_ids": batch["semantic_ids"], "restoration_ids": restoration_ids,
           "keys": example_keys(seed, step, batch["index"])}
+
+
+def host_batch(batch: Batch) -> tuple[Batch, dict[str, np.ndarray]]:
+  """Splits a pipeline batch into what goes to device and per-batch data-pipeline counts."""
+  device = {k: batch[k] for k in loss_lib.DEVICE_KEYS}
+  device["index"] = np.asarray(device["index"], np.int32)  # JAX runs without 64-bit ints
+  stats = {f"data/{k}": np.asarray(v).sum() for k, v in batch.get("stats", {}).items()}
+  return device, stats
 
 
 def blind_prompt_ids(models: Components) -> jax.Array:

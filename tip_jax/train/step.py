@@ -14,7 +14,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -70,11 +69,3 @@ def make_train_step(components: Components, config: ml_collections.ConfigDict,
     return new_state, metrics
 
   return train_step
-
-
-def host_batch(batch: Batch) -> tuple[Batch, dict[str, np.ndarray]]:
-  """Splits a pipeline batch into what goes to device and per-batch data-pipeline counts."""
-  device = {k: batch[k] for k in loss_lib.DEVICE_KEYS}
-  device["index"] = np.asarray(device["index"], np.int32)  # JAX runs without 64-bit ints
-  stats = {f"data/{k}": np.asarray(v).sum() for k, v in batch.get("stats", {}).items()}
-  return device, stats

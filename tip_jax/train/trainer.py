@@ -22,6 +22,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from tip_jax.experiment import checkpoint as ckpt_lib
+from tip_jax.experiment import loss as loss_lib
 from tip_jax.experiment import setup as setup_lib
 from tip_jax.experiment import state as state_lib
 from tip_jax.train import samples
@@ -115,7 +116,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
   # ---- The loop.
   while step < config.total_steps:
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      local, stats = step_lib.host_batch(next(data_iter))
+      local, stats = loss_lib.host_batch(next(data_iter))
       for k, v in stats.items():
         data_counts[k] = data_counts.get(k, 0) + float(v)
       batch = exp.global_batch(local)
