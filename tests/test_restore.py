@@ -174,6 +174,13 @@ def test_restore_batch_equals_single_restores(restorer):
       restorer.restore_batch(images[:2], ["a zebra"] * 2, ["Deblur;"] * 2, steps=3, seed=[5, 6]))
   with pytest.raises(ValueError, match="one size"):
     restorer.restore_batch([images[0], _image(32, 32)], steps=1)
+  # Split over a 4-device batch axis (the evaluator's mesh): the same images.
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]), ("data",))
+  sharded = restorer.restore_batch(
+      images, semantic, restoration, steps=3, seed=seeds,
+      batch_sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  diff = np.abs(batch.astype(int) - sharded)
+  assert diff.max() <= 1, f"max {diff.max()}, {np.mean(diff > 0):.2%} of values differ"
 
 
 def test_prompts_reach_the_model_in_training_form_and_as_the_checkpoint_was_trained(restorer):

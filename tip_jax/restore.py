@@ -35,6 +35,7 @@ from absl import logging
 from tip_jax.degrade import BLIND_PROMPT, DegradeConfig, prompts, resizing
 from tip_jax.diffusion import colorfix, samplers, tiling
 from tip_jax.diffusion.schedules import add_noise
+from tip_jax.experiment.sharding import leading_shards
 from tip_jax.models import tip
 from tip_jax.models.backbone import Backbone
 from tip_jax.models.controlnet import ControlNetModel
@@ -234,7 +235,8 @@ class TIPRestorer:
                     control_scale: float = 1.0, strength: float = 1.0,
                     tile: int | None = None, tile_overlap: int | None = None,
                     color_fix: str | None = None, upsample: bool = True,
-                    devices: int | None = None) -> np.ndarray:
+                    devices: int | None = None,
+                    batch_sharding: jax.sharding.NamedSharding | None = None) -> np.ndarray:
     """Same-size uint8 images (after any "Upsample to" resize), each with its own prompts
     (a str applies to all) → uint8 (B, H', W', 3), in one sampling program.
 
@@ -251,6 +253,9 @@ class TIPRestorer:
     upsample: with an "Upsample to Fx" prompt, take the input as the small image and
       resize it by F (bicubic) as training did, before restoring.
     devices: spread the tiles over this many devices.
+    batch_sharding: split the images over a mesh's batch axes (the evaluator's), when
+      their count divides over it; params are used as placed (replicated, or sharded
+      like the trainer's frozen backbone).
     """
     n = len(images)
     semantic = [self.semantic_conditioning(t)
@@ -283,6 +288,9 @@ class TIPRestorer:
     if strength < 1.0:
       z0 = encode(vae.params, padded, vae=vae.module, layout=layout)
       start = add_noise(self.schedule, z0, start, jnp.repeat(plan.timesteps[:1], n))
+    if batch_sharding is not None and n % leading_shards(batch_sharding) == 0:
+      padded, start, sem_states, res_states = jax.device_put(
+          (jnp.asarray(padded), start, sem_states, res_states), batch_sharding)
     scales = jnp.asarray([guidance, restoration_guidance, control_scale], jnp.float32)
     logging.info("restoring %d image(s) of %dx%d: %d step(s) of %s, %s", n, width, height,
                  plan.steps, sampler,

@@ -183,12 +183,12 @@ class Evaluator:
                                 degrade_config=self.exp.degrade_config,
                                 uses_semantic=bool(use.semantic),
                                 uses_restoration=bool(use.restoration))
-    batch_sharding = jax.sharding.NamedSharding(
+    self.batch_sharding = jax.sharding.NamedSharding(
         self.exp.mesh, jax.sharding.PartitionSpec(self.exp.batch_axes))
     self.scorer = scoring.Scorer.load(
         self.evals.metrics, lpips_net=self.evals.lpips_net, inception=self.evals.inception,
         clip=self.evals.clip, crop_border=int(self.evals.crop_border),
-        y_channel=bool(self.evals.y_channel), sharding=batch_sharding)
+        y_channel=bool(self.evals.y_channel), sharding=self.batch_sharding)
     self.state = State(os.path.join(self.folder, "state.json"))
     self.validation = (_Validation(self.exp, self.evals)
                        if self.evals.val_source and self.evals.val_batches else None)
@@ -296,7 +296,7 @@ class Evaluator:
       restored = restorer.restore_batch(
           batch.inputs, semantic, restoration, steps=int(self.evals.steps),
           guidance=float(self.evals.guidance), seed=[self._seed(i) for i in batch.ids],
-          upsample=False)
+          upsample=False, batch_sharding=self.batch_sharding)
       tally.add(restored, batch.gt, batch.captions, ref_features=False)
       for i in range(min(len(batch.ids), int(self.evals.num_grid) - len(shown))):
         shown.append((batch.inputs[i], restored[i], batch.gt[i], semantic[i], restoration[i]))

@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding
 
 from tip_jax.convert.clip import load_clip
 from tip_jax.errors import ConfigError, TipError
+from tip_jax.experiment.sharding import leading_shards
 from tip_jax.metrics import clip as clip_lib
 from tip_jax.metrics import fid as fid_lib
 from tip_jax.metrics import inception as inception_lib
@@ -91,7 +92,7 @@ class Scorer:
 
   def _device(self, images: np.ndarray) -> jax.Array:
     x = np.asarray(images, np.float32) / 255.0
-    if self.sharding is not None and len(x) % self.sharding.mesh.size == 0:
+    if self.sharding is not None and len(x) % leading_shards(self.sharding) == 0:
       return jax.device_put(x, self.sharding)
     return jax.numpy.asarray(x)
 

@@ -118,6 +118,13 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(lead, *([None] * (ndim - 1))))
 
 
+def leading_shards(sharding: NamedSharding) -> int:
+  """How many pieces `sharding` cuts an array's leading (batch) axis into."""
+  lead = sharding.spec[0] if len(sharding.spec) else None
+  axes = lead if isinstance(lead, tuple) else (lead,)
+  return int(np.prod([sharding.mesh.shape[a] for a in axes if a is not None]))
+
+
 def bytes_per_device(tree: Any) -> int:
   """Largest per-device footprint of a tree of sharded arrays (for logs and tests)."""
   per_device: dict[Any, int] = {}
