@@ -33,6 +33,7 @@ setup(
         "Pillow",
         "safetensors",
         "scikit-image",  # the demo data source: photographs bundled in the package
+        "scipy",  # sqrtm of the Fréchet distance (FID), as pytorch-fid computes it
         "tensorboard",
         "tensorflow-cpu",  # clu.metric_writers imports tensorflow for its summary writer
         "tqdm",
@@ -63,6 +64,7 @@ setup(
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
     },
     entry_points={"console_scripts": [
-        f"tip-{name}=tip_jax.cli.{name}:run"
-        for name in ("train", "restore", "walk", "degrade", "prepare", "models", "eval")]},
+        f"tip-{name.replace('_', '-')}=tip_jax.cli.{name}:run"
+        for name in ("train", "restore", "walk", "degrade", "prepare", "models", "eval",
+                     "convert_inception")]},
 )

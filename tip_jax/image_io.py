@@ -1,11 +1,13 @@
 """Image files at the edges of tip_jax: reading with one-line errors, PNG writing that
-never leaves a partial file behind, and labelled grids (CLIs, trainer samples, evaluator)."""
+never leaves a partial file behind (the atomic writer other files reuse), and labelled
+grids (CLIs, trainer samples, evaluator)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 import textwrap
+from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
@@ -34,22 +36,29 @@ def read_rgb(path: str) -> np.ndarray:
     raise ImageError(f"{path}: not a readable image ({e})") from None
 
 
-def write_png(image: np.ndarray | Image.Image, path: str) -> None:
-  """Writes via a temporary file in the same folder and a rename, so an interrupted
-  write never replaces (or half-writes) `path`. The file gets the permissions a plain
-  `open` would (0666 less the umask), not `mkstemp`'s owner-only 0600."""
+def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
+  """Calls `write` on a temporary file in `path`'s folder, then renames it to `path`,
+  so an interrupted write never replaces (or half-writes) `path`. The file gets the
+  permissions a plain `open` would (0666 less the umask), not `mkstemp`'s owner-only
+  0600. Shared by every file tip_jax writes that a later run reads back (images,
+  converted weights, cached statistics)."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  im = image if isinstance(image, Image.Image) else Image.fromarray(image)
-  fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+  fd, tmp = tempfile.mkstemp(suffix=os.path.splitext(path)[1], dir=folder)
   try:
     with os.fdopen(fd, "wb") as f:
-      im.save(f, format="PNG")
+      write(f)
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
     raise
+
+
+def write_png(image: np.ndarray | Image.Image, path: str) -> None:
+  """Writes a PNG atomically (see `write_atomically`)."""
+  im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+  write_atomically(path, lambda f: im.save(f, format="PNG"))
 
 
 def labelled_grid(tiles: list[np.ndarray], labels: list[str], columns: int = 4) -> Image.Image:

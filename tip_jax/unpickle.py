@@ -69,5 +69,7 @@ def load(source: str | bytes | BinaryIO, *,
   name = name or getattr(source, "name", "<weights>")
   try:
     return _Restricted(source, name, allowed, persistent_load).load()
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+  # garbled bytes can also overflow a length field or ask for an absurd allocation
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OverflowError,
+          MemoryError) as e:
     raise CheckpointError(f"{name}: not a readable weight pickle ({e})") from None

@@ -14,6 +14,7 @@ SCRIPTS = {
     "tip-degrade": ["--n", "--prompt", "--out", "--seed"],
     "tip-prepare": ["--captions", "--output", "--shard_size"],
     "tip-models": ["--geometry", "--backbone"],
+    "tip-convert-inception": [],
 }
 
 
@@ -43,5 +44,5 @@ def test_every_script_loads_in_one_process():
   """Flags are defined once: no two scripts define the same flag (absl would raise
   DuplicateFlagError on the second import)."""
   import importlib
-  for name in ("train", "restore", "walk", "degrade", "prepare", "models"):
+  for name in ("train", "restore", "walk", "degrade", "prepare", "models", "convert_inception"):
     assert callable(importlib.import_module(f"tip_jax.cli.{name}").run)

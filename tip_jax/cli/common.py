@@ -40,11 +40,11 @@ def _flag_module(module: ModuleType) -> str:
 
 def help_text(doc: str, modules: Sequence[ModuleType]) -> str:
   """The usage (the script's docstring) and the help of its flags."""
-  sections = [doc.strip(), "flags:"]
-  for module in modules:
-    sections.append(flags.FLAGS.module_help(_flag_module(module)).strip())
-  sections.append("Try --helpfull for every flag, absl's and JAX's included.")
-  return "\n\n".join(s for s in sections if s.strip())
+  own = [flags.FLAGS.module_help(_flag_module(module)).strip() for module in modules]
+  own = [text for text in own if text]
+  sections = [doc.strip(), *(["flags:", *own] if own else []),
+              "Try --helpfull for every flag, absl's and JAX's included."]
+  return "\n\n".join(sections)
 
 
 def run(main: Callable[[list[str]], None], prog: str, doc: str,
