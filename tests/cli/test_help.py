@@ -15,6 +15,7 @@ SCRIPTS = {
     "tip-prepare": ["--captions", "--output", "--shard_size"],
     "tip-models": ["--geometry", "--backbone"],
     "tip-convert-inception": [],
+    "tip-eval": ["--pred", "--ref", "--captions", "--metrics", "--json", "--inception", "--clip"],
 }
 
 

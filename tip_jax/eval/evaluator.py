@@ -44,7 +44,7 @@ from tip_jax.eval import scoring, sets
 from tip_jax.experiment import checkpoint as ckpt_lib
 from tip_jax.experiment import loss as loss_lib
 from tip_jax.experiment import setup as setup_lib
-from tip_jax.image_io import labelled_grid, write_png
+from tip_jax.image_io import labelled_grid, write_atomically, write_png
 from tip_jax.metrics import fid as fid_lib
 from tip_jax.restore import TIPRestorer
 
@@ -111,14 +111,10 @@ class State:
     return max(finished) if finished else None
 
   def save(self) -> None:
-    tmp = f"{self.path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump({"version": __version__, "results": self.results, "inputs": self.inputs,
-                 "complete": sorted(self.complete), "skipped": sorted(self.skipped)}, f,
-                indent=1)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, self.path)
+    text = json.dumps({"version": __version__, "results": self.results, "inputs": self.inputs,
+                       "complete": sorted(self.complete), "skipped": sorted(self.skipped)},
+                      indent=1)
+    write_atomically(self.path, lambda f: f.write(text.encode("utf-8")))
 
 
 def open_sets(config: ml_collections.ConfigDict, workdir: str) -> list[sets.EvalSet]:
@@ -263,18 +259,18 @@ class Evaluator:
   def _batches(self, eval_set: sets.EvalSet) -> Iterator[sets.Batch]:
     return eval_set.batches(int(self.evals.batch_size))
 
-  def _ref_stats(self, eval_set: sets.EvalSet) -> fid_lib.FeatureStats | None:
+  def _ref_stats(self, eval_set: sets.EvalSet) -> fid_lib.Stats | None:
     """Inception statistics of the set's ground truth, computed once and cached."""
     if "fid" not in self.scorer.metrics:
       return None
     path = os.path.join(self.folder, "ref_stats", f"{eval_set.name}_{eval_set.digest[:12]}.npz")
     if os.path.exists(path):
-      return fid_lib.FeatureStats.load(path)
-    stats = fid_lib.FeatureStats()
+      return fid_lib.load_stats(path)
+    features = fid_lib.FeatureStats()
     for batch in self._batches(eval_set):
-      stats.add(self.scorer.features(batch.gt))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    stats.save(path)
+      features.add(self.scorer.features(batch.gt))
+    stats = features.stats()
+    fid_lib.save_stats(path, stats)
     return stats
 
   def _score_inputs(self) -> None:

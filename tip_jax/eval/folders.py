@@ -43,19 +43,22 @@ def images_by_stem(folder: str) -> dict[str, str]:
 
 
 def read_captions(path: str) -> dict[str, str]:
-  """{stem: caption} from a JSON object ({"0001": "a cat", ...}) or JSONL lines with
-  "id" and "caption" (a `tip-make-benchmark` index.jsonl)."""
+  """{stem: caption} from a `.jsonl` file of lines with "id" and "caption" (a
+  `tip-make-benchmark` index.jsonl), or any other file holding one JSON object
+  ({"0001": "a cat", ...})."""
   try:
     with open(path, encoding="utf-8") as f:
       text = f.read()
   except OSError as e:
     raise DataError(f"{path}: cannot read captions ({e.strerror or e})") from None
-  try:
-    data = json.loads(text)
-    if isinstance(data, dict):
-      return {os.path.splitext(str(k))[0]: str(v) for k, v in data.items()}
-  except json.JSONDecodeError:
-    pass
+  if not path.endswith(".jsonl"):
+    try:
+      data = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise DataError(f"{path}: not JSON ({e})") from None
+    if not isinstance(data, dict):
+      raise DataError(f"{path}: expected a JSON object mapping names to captions")
+    return {os.path.splitext(str(k))[0]: str(v) for k, v in data.items()}
   out = {}
   for number, line in enumerate(text.splitlines(), 1):
     if not line.strip():
@@ -64,8 +67,8 @@ def read_captions(path: str) -> dict[str, str]:
       row = json.loads(line)
       out[os.path.splitext(str(row["id"]))[0]] = str(row["caption"])
     except (json.JSONDecodeError, KeyError, TypeError):
-      raise DataError(f"{path}:{number}: expected a JSON object mapping names to captions, "
-                      "or JSON lines with \"id\" and \"caption\"") from None
+      raise DataError(f"{path}:{number}: expected a JSON object with \"id\" and "
+                      "\"caption\"") from None
   return out
 
 

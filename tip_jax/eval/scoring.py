@@ -149,7 +149,7 @@ class Tally:
       if ref_features:
         self.ref_stats.add(self.scorer.features(ref))
 
-  def result(self, ref_stats: fid_lib.FeatureStats | None = None) -> dict[str, dict]:
+  def result(self, ref_stats: fid_lib.Stats | None = None) -> dict[str, dict]:
     """{metric: {"mean": float, "count": int}}; PSNR's mean skips identical pairs
     (infinite PSNR) and counts them in "identical"."""
     out = {}
@@ -161,10 +161,10 @@ class Tally:
       if len(finite) < len(v):
         out[name]["identical"] = int(len(v) - len(finite))
     if self.pred_stats is not None and self.pred_stats.count:
-      ref = ref_stats or self.ref_stats
-      if ref.count < 2 or self.pred_stats.count < 2:
+      ref = ref_stats or (self.ref_stats.stats() if self.ref_stats.count >= 2 else None)
+      if ref is None or self.pred_stats.count < 2:
         raise TipError("FID needs at least 2 images on each side")
-      out["fid"] = {"mean": fid_lib.frechet_distance(*self.pred_stats.moments(),
-                                                     *ref.moments()),
-                    "count": int(self.pred_stats.count)}
+      pred = self.pred_stats.stats()
+      out["fid"] = {"mean": fid_lib.frechet_distance(pred.mu, pred.sigma, ref.mu, ref.sigma),
+                    "count": int(pred.count)}
     return out
