@@ -63,6 +63,7 @@ setup(
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
     },
     entry_points={"console_scripts": [
-        f"tip-{name}=tip_jax.cli.{name}:run"
-        for name in ("train", "restore", "walk", "degrade", "prepare", "models")]},
+        f"tip-{name.replace('_', '-')}=tip_jax.cli.{name}:run"
+        for name in ("train", "restore", "walk", "degrade", "prepare", "models",
+                     "make_benchmark")]},
 )

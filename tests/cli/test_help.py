@@ -14,6 +14,8 @@ SCRIPTS = {
     "tip-degrade": ["--n", "--prompt", "--out", "--seed"],
     "tip-prepare": ["--captions", "--output", "--shard_size"],
     "tip-models": ["--geometry", "--backbone"],
+    "tip-make-benchmark": ["--kind", "--images", "--captions", "--out", "--count", "--size",
+                           "--seed"],
 }
 
 
@@ -43,5 +45,5 @@ def test_every_script_loads_in_one_process():
   """Flags are defined once: no two scripts define the same flag (absl would raise
   DuplicateFlagError on the second import)."""
   import importlib
-  for name in ("train", "restore", "walk", "degrade", "prepare", "models"):
+  for name in ("train", "restore", "walk", "degrade", "prepare", "models", "make_benchmark"):
     assert callable(importlib.import_module(f"tip_jax.cli.{name}").run)
