@@ -16,6 +16,8 @@ SCRIPTS = {
     "tip-models": ["--geometry", "--backbone"],
     "tip-convert-inception": [],
     "tip-eval": ["--pred", "--ref", "--captions", "--metrics", "--json", "--inception", "--clip"],
+    "tip-make-benchmark": ["--kind", "--images", "--captions", "--out", "--count", "--size",
+                           "--seed"],
 }
 
 
@@ -45,5 +47,6 @@ def test_every_script_loads_in_one_process():
   """Flags are defined once: no two scripts define the same flag (absl would raise
   DuplicateFlagError on the second import)."""
   import importlib
-  for name in ("train", "restore", "walk", "degrade", "prepare", "models", "convert_inception"):
+  for name in ("train", "restore", "walk", "degrade", "prepare", "models", "convert_inception",
+               "make_benchmark", "eval"):
     assert callable(importlib.import_module(f"tip_jax.cli.{name}").run)

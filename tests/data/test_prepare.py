@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from tests.fixtures.data import encode, photo
+from tests.fixtures.data import encode, photo, write_coco_captions
 
 from tip_jax.data import inputs, prepare
 from tip_jax.data.sources import ArrayRecordSource
@@ -40,11 +40,9 @@ def image_folder(tmp_path):
 def test_coco_round_trip_and_rerun(image_folder, tmp_path):
   folder, files = image_folder
   names = ["a.jpg", "sub/b.png", "c.webp", "d.jpg", "notes.jpg", "missing.jpg"]
-  images = [{"id": 10 + i, "file_name": name} for i, name in enumerate(names)]
-  annotations = [{"image_id": 10 + i, "caption": f" {name} caption {k} "}
-                 for i, name in enumerate(names) if name != "d.jpg" for k in range(2)]
   ann = tmp_path / "captions.json"
-  ann.write_text(json.dumps({"images": images, "annotations": annotations}))
+  write_coco_captions(ann, names, {name: [f" {name} caption {k} " for k in range(2)]
+                                   for name in names if name != "d.jpg"})
   out = tmp_path / "out"
   args = ["--images", str(folder), "--annotations", str(ann), "--output", str(out),
           "--shard_size", "4"]

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from tip_jax.degrade import (BLIND_PROMPT, DegradeConfig, degrade, degrade_sharded,
-                             parse_restoration_prompt, restoration_prompt, sample_params)
+from tip_jax.degrade import (BLIND_PROMPT, DegradeConfig, degrade, degrade_blind,
+                             degrade_sharded, parse_restoration_prompt, restoration_prompt,
+                             sample_params)
 from tip_jax.degrade import parameterized, prompts
 from tip_jax.errors import PromptError
 from tip_jax.experiment import sharding
@@ -154,3 +155,15 @@ def test_map_and_vmap_loops_agree(batch):
       config=dataclasses.replace(SMALL, loop=loop)))) for loop in ("map", "vmap")}
   differ = np.abs(out["map"] - out["vmap"]) > 1e-5
   assert differ.mean() < 5e-3      # rounding-boundary flips only (see the sharding test)
+
+
+def test_degrade_blind_gives_the_lq_and_what_training_gives(batch):
+  """Benchmark sets store the LQ and the model's input: the latter is `degrade`'s
+  Real-ESRGAN output, i.e. the LQ brought back with the bicubic of training."""
+  params, texts = sample_params(5, 2, dataclasses.replace(SMALL, realesrgan_prob=1.0))
+  assert texts == [BLIND_PROMPT] * 2
+  lq, y = jax.jit(degrade_blind)(batch[:2], params)
+  assert lq.shape == (2, 16, 16, 3)
+  levels = np.asarray(lq) * 255
+  np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)       # on the 8-bit grid
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(jax.jit(degrade)(batch[:2], params)))

@@ -19,9 +19,9 @@ from absl import app, flags
 
 from tip_jax.errors import TipError
 
-OUT = flags.DEFINE_string("out", None, "Output: the folder for tip-restore's PNGs, the PNG file "
-                          "of tip-walk (default walk.png) and tip-degrade (default "
-                          "degradations.png).")
+OUT = flags.DEFINE_string("out", None, "Output: the folder for tip-restore's PNGs and for "
+                          "tip-make-benchmark's sets, the PNG file of tip-walk (default "
+                          "walk.png) and tip-degrade (default degradations.png).")
 SEED = flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same images.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
 

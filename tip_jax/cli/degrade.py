@@ -20,7 +20,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from tip_jax.cli import common
+from tip_jax.cli import common, data_flags
 from tip_jax.degrade import pipeline, prompts
 from tip_jax.degrade.realesrgan import RealESRGANConfig
 from tip_jax.image_io import labelled_grid, read_rgb, write_png
@@ -29,7 +29,7 @@ PROG = "tip-degrade"
 _N = flags.DEFINE_integer("n", 8, "How many degraded tiles.")
 _PROMPT = flags.DEFINE_string("prompt", None, "Apply this restoration prompt instead of "
                               "sampling the training mix.")
-_SIZE = flags.DEFINE_integer("size", 256, "Side of the square crop that is degraded.")
+flags.declare_key_flag("size")
 _PRESET = flags.DEFINE_enum("preset", "x4plus", ["x4plus", "stablesr"], "Real-ESRGAN values.")
 
 
@@ -63,11 +63,12 @@ def main(argv: list[str]) -> None:
     common.fail(PROG, f"{out} exists; pass --overwrite to replace it")
   if _N.value < 1:
     common.fail(PROG, "--n must be at least 1")
+  size = data_flags.SIZE.value or 256
   config = pipeline.DegradeConfig(
-      size=(_SIZE.value, _SIZE.value),
+      size=(size, size),
       realesrgan=getattr(RealESRGANConfig, _PRESET.value)())
   params, texts = make_params(config, _N.value, _PROMPT.value, common.SEED.value)
-  clean = load_crop(argv[1], _SIZE.value)
+  clean = load_crop(argv[1], size)
   images = np.repeat(clean[None], _N.value, axis=0)
   degraded = np.asarray(jax.jit(pipeline.degrade)(images, params))
   grid = labelled_grid([clean, *degraded],

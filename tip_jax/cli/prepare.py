@@ -21,16 +21,15 @@ import sys
 
 from absl import flags
 
-from tip_jax.cli import common
+from tip_jax.cli import common, data_flags
 from tip_jax.data import inputs
 from tip_jax.data.prepare import prepare
 from tip_jax.errors import DataError
 
 PROG = "tip-prepare"
-_IMAGES = flags.DEFINE_string("images", None, "Image folder (with --captions or --annotations); "
-                              "image paths in the captions table are relative to it.")
-_CAPTIONS = flags.DEFINE_string("captions", None, "A .jsonl, .csv or .tsv table of image paths "
-                                "and captions (WebLi- / LAION-style exports).")
+_IMAGES, _CAPTIONS = data_flags.IMAGES, data_flags.CAPTIONS
+flags.declare_key_flag("images")
+flags.declare_key_flag("captions")
 _ANNOTATIONS = flags.DEFINE_string("annotations", None, "COCO captions JSON "
                                    "(e.g. captions_train2017.json).")
 _TFDS = flags.DEFINE_string("tfds", None, "NAME:SPLIT of a TFDS set already prepared on disk.")

@@ -85,23 +85,30 @@ def _load(im: Image.Image, scale: float, max_pixels: int) -> tuple[Image.Image, 
 
 
 def crop(data: bytes, resolution: int, uniforms: np.ndarray, *, max_zoom: float = 1.0,
-         max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, set[str]]:
+         max_pixels: int = 8192 * 8192, exact: bool = False) -> tuple[np.ndarray, set[str]]:
   """Encoded image -> ((resolution, resolution, 3) uint8, events); raises `BadData`.
 
   The short side is scaled to a length drawn in [resolution, max_zoom * resolution]
   (never beyond the image's own short side unless that is below `resolution`), and a
   random square is cut from it, in one resampling of the source box. `uniforms` holds
-  three U[0, 1) draws (zoom, x, y), so the caller's RNG fixes the crop.
+  three U[0, 1) draws (zoom, x, y), so the caller's RNG fixes the crop; (0, 0.5, 0.5)
+  with max_zoom=1 is "short side to `resolution`, centre crop".
+
+  The resampling is PIL's bicubic, antialiased (its support widens with the reduction).
+  For speed a large JPEG is decoded at 1/2..1/8 scale when that still covers the crop,
+  and reductions beyond 3x start with a box reduce (`reducing_gap`); `exact` skips both,
+  so the crop is one plain bicubic resampling of the fully decoded image (test sets).
   """
   zoom, ux, uy = uniforms
   im = _open(data)
   short = min(im.size)
   target = max(resolution, min(resolution * (1.0 + (max_zoom - 1.0) * zoom), short))
-  im, events = _load(im, target / short, max_pixels)
+  im, events = _load(im, 1.0 if exact else target / short, max_pixels)
   if short < resolution:
     events.add(UPSCALED)
   side = min(im.size) * resolution / target   # the crop's side in decoded pixels
   left, top = ux * (im.width - side), uy * (im.height - side)
   out = im.resize((resolution, resolution), Image.BICUBIC,
-                  box=(left, top, left + side, top + side), reducing_gap=3.0)
+                  box=(left, top, left + side, top + side),
+                  reducing_gap=None if exact else 3.0)
   return np.asarray(out, np.uint8), events

@@ -4,12 +4,12 @@
     y = jax.jit(degrade)(x, params)                                                 # device
 """
 
-from tip_jax.degrade.pipeline import (DegradeConfig, DegradeParams, degrade, degrade_sharded,
-                                      params_from_tree, params_to_tree,
-                                      parse_restoration_prompt, restoration_prompt,
-                                      sample_params)
+from tip_jax.degrade.pipeline import (DegradeConfig, DegradeParams, degrade, degrade_blind,
+                                      degrade_sharded, params_from_tree, params_to_tree,
+                                      parse_restoration_prompt, per_device,
+                                      restoration_prompt, sample_params)
 from tip_jax.degrade.prompts import BLIND_PROMPT
 
-__all__ = ["BLIND_PROMPT", "DegradeConfig", "DegradeParams", "degrade",
+__all__ = ["BLIND_PROMPT", "DegradeConfig", "DegradeParams", "degrade", "degrade_blind",
            "degrade_sharded", "params_from_tree", "params_to_tree", "parse_restoration_prompt",
-           "restoration_prompt", "sample_params"]
+           "per_device", "restoration_prompt", "sample_params"]

@@ -8,16 +8,16 @@ batch holds both kinds, with the same expected share).
 Host: `sample_params` draws every example's parameters from (seed, example index)
 alone, so any process can reproduce any example, and writes its restoration prompt.
 Device: `degrade` is pure JAX (jit/vmap-able, static shapes, no callbacks). On a mesh,
-`degrade_sharded` runs it under `shard_map`, so each device degrades its own examples
-with no communication: GSPMD does not partition FFTs, and left to itself it would
-gather the batch and filter every image on every device.
+`degrade_sharded` runs it under `shard_map` (`per_device`), so each device degrades
+its own examples with no communication: GSPMD does not partition FFTs, and left to
+itself it would gather the batch and filter every image on every device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -176,21 +176,35 @@ def params_from_tree(tree: dict[str, Any], config: DegradeConfig) -> DegradePara
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def degrade(images: jax.Array, params: DegradeParams) -> jax.Array:
-  """(B, H, W, 3) float32 in [0, 1] -> degraded images of the same shape, in [0, 1]."""
-  config = params.config
-  if tuple(images.shape[1:3]) != tuple(config.size):
-    raise ValueError(f"images are {images.shape[1:3]}, the params were drawn for {config.size}")
-
+def _loop(config: DegradeConfig) -> str:
   loop = config.loop
   if loop == "auto":
     loop = "map" if jax.default_backend() == "cpu" else "vmap"
   if loop not in ("map", "vmap"):
     raise ValueError(f"DegradeConfig.loop={loop!r}: expected 'auto', 'map' or 'vmap'")
+  return loop
+
+
+def _check_size(images: jax.Array, config: DegradeConfig) -> None:
+  if tuple(images.shape[1:3]) != tuple(config.size):
+    raise ValueError(f"images are {images.shape[1:3]}, the params were drawn for {config.size}")
+
+
+def _keys(seed: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """An example's (parameterised, Real-ESRGAN) keys from its noise seed."""
+  key_tip, key_esr = jax.random.split(jax.random.key(seed))
+  return key_tip, key_esr
+
+
+def degrade(images: jax.Array, params: DegradeParams) -> jax.Array:
+  """(B, H, W, 3) float32 in [0, 1] -> degraded images of the same shape, in [0, 1]."""
+  config = params.config
+  _check_size(images, config)
+  loop = _loop(config)
 
   def one(args):
     image, kind, seed, tip_p, esr_p = args
-    key_tip, key_esr = jax.random.split(jax.random.key(seed))
+    key_tip, key_esr = _keys(seed)
     return jax.lax.cond(
         kind == REALESRGAN,
         lambda: realesrgan.apply(image, esr_p, key_esr, config.realesrgan,
@@ -203,12 +217,38 @@ def degrade(images: jax.Array, params: DegradeParams) -> jax.Array:
   return jax.lax.map(one, args) if loop == "map" else jax.vmap(one)(args)
 
 
-def degrade_sharded(images: jax.Array, params: DegradeParams, mesh: Mesh,
-                    batch_axes: str | tuple[str, ...] = ("data", "fsdp")) -> jax.Array:
-  """`degrade` with the batch split over `batch_axes` of `mesh`, per device."""
+def degrade_blind(images: jax.Array, params: DegradeParams) -> tuple[jax.Array, jax.Array]:
+  """Real-ESRGAN for every example, whatever `params.pipeline` says: the small LQ
+  (B, H/s, W/s, 3) on the 8-bit grid, and the (B, H, W, 3) image `degrade` gives a
+  Real-ESRGAN example (that LQ, bicubic). For benchmark sets, which store both: a
+  ControlNet-SR model is given the second, an SR model the first."""
+  config = params.config
+  _check_size(images, config)
+  loop = _loop(config)
+
+  def one(args):
+    image, seed, esr_p = args
+    lq = realesrgan.apply_lq(image, esr_p, _keys(seed)[1], config.realesrgan,
+                             bucketed=loop == "map")
+    return lq, realesrgan.upsample(lq, image.shape[:2])
+
+  args = (images.astype(jnp.float32), params.noise_seed, params.realesrgan)
+  return jax.lax.map(one, args) if loop == "map" else jax.vmap(one)(args)
+
+
+def per_device(program: Callable[..., Any], mesh: Mesh,
+               batch_axes: str | tuple[str, ...] = ("data", "fsdp")) -> Callable[..., Any]:
+  """`program(images, params)` (`degrade` or `degrade_blind`) with the batch split over
+  `batch_axes` of `mesh`: each device degrades its own examples, with no communication."""
   spec = PartitionSpec(batch_axes)
   # check_vma=False: under the "vmap" loop, `lax.cond` becomes a select that mixes the
   # per-device arrays with replicated constants, which the varying-axes check rejects
   # although every output row depends only on its own device's rows.
-  return jax.shard_map(degrade, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
-                       check_vma=False)(images, params)
+  return jax.shard_map(program, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
+                       check_vma=False)
+
+
+def degrade_sharded(images: jax.Array, params: DegradeParams, mesh: Mesh,
+                    batch_axes: str | tuple[str, ...] = ("data", "fsdp")) -> jax.Array:
+  """`degrade` with the batch split over `batch_axes` of `mesh`, per device."""
+  return per_device(degrade, mesh, batch_axes)(images, params)

@@ -169,7 +169,13 @@ def _noise(x, key, p: StageParams, size, field):
 
 def apply(image: jax.Array, p: RealESRGANParams, key: jax.Array,
           config: RealESRGANConfig, bucketed: bool = False) -> jax.Array:
-  """One example (H, W, 3) in [0, 1] -> the LQ image brought back to (H, W), in [0, 1].
+  """One example (H, W, 3) in [0, 1] -> the LQ image brought back to (H, W), in [0, 1]."""
+  return upsample(apply_lq(image, p, key, config, bucketed), image.shape[:2])
+
+
+def apply_lq(image: jax.Array, p: RealESRGANParams, key: jax.Array,
+             config: RealESRGANConfig, bucketed: bool = False) -> jax.Array:
+  """One example (H, W, 3) in [0, 1] -> the (H/s, W/s) LQ image, on the 8-bit grid.
 
   Alternatives (noise type, second blur, final order) are `lax.cond`s: under vmap
   they become selects that compute both sides, under `lax.map` only the taken side
@@ -188,11 +194,20 @@ def apply(image: jax.Array, p: RealESRGANParams, key: jax.Array,
   return lax.cond(p.first.scale > 1.0, rest(c1), rest(small))
 
 
+def upsample(lq: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """The LQ brought back to `size` with PyTorch's bicubic, clipped to [0, 1]: the input
+  a ControlNet-SR model is given for it (in training and in the benchmark sets)."""
+  small = jnp.array(lq.shape[:2])
+  return jnp.clip(resizing.resize(lq, small, jnp.array(size), resizing.BICUBIC, tuple(size)),
+                  0.0, 1.0)
+
+
 def _after_first_blur(x, p: RealESRGANParams, keys, config: RealESRGANConfig,
                       canvas: tuple[int, int], c1: tuple[int, int],
                       c2: tuple[int, int]) -> jax.Array:
-  """The chain after the first blur; `canvas` (<= c1) holds the first resize's output,
-  the noise is drawn on c1 whatever the canvas, so both buckets give the same image."""
+  """The chain after the first blur, up to the 8-bit LQ; `canvas` (<= c1) holds the first
+  resize's output, the noise is drawn on c1 whatever the canvas, so both buckets give
+  the same image."""
   h, w = x.shape[:2]
   final = (h // config.scale, w // config.scale)
   make = lambda k: kernels.make_kernel(**k)
@@ -213,6 +228,4 @@ def _after_first_blur(x, p: RealESRGANParams, keys, config: RealESRGANConfig,
       jnp.array(final))
   jpeg_then_sinc = lambda: ops.filter2d(
       to_final(jpeg.diff_jpeg_content(x, p.second.quality, p.second.size), p.second.size), sinc)
-  lq = ops.quantize_uint8(lax.cond(p.sinc_first, sinc_then_jpeg, jpeg_then_sinc))
-  up = resizing.resize(lq, jnp.array(final), full, resizing.BICUBIC, (h, w))
-  return jnp.clip(up, 0.0, 1.0)
+  return ops.quantize_uint8(lax.cond(p.sinc_first, sinc_then_jpeg, jpeg_then_sinc))
