@@ -61,7 +61,8 @@ def test_evaluator_follows_training_once_per_checkpoint_across_a_sigkill(tmp_pat
     for result in state["results"][step].values():
       assert set(result) == {"psnr", "ssim", "lpips"} and result["psnr"]["count"] == 4
     table = (workdir / "eval" / f"step_{int(step):07d}" / "results.md").read_text()
-    assert table.count("| embedded_param |") == len(modes) + 1  # + the degraded input
+    assert table.count("| embedded_param_32 |") == len(modes) + 1  # + the degraded input
+    assert table.count("| embedded_realesrgan_32 |") == len(modes) + 1
   # Nothing finished before the kill was scored again; everything was scored once after.
   scored_again = [(int(s), k) for s, k in PARTS.findall((tmp_path / "eval2.log").read_text())]
   assert not set(scored_again) & done_before
@@ -76,5 +77,5 @@ def test_a_checkpoint_deleted_before_it_is_read_is_skipped(tmp_path):
   assert job.evaluate(4) is None           # never written (or already collected)
   assert job.state.skipped == [4]
   results = job.evaluate(2)
-  assert results["embedded_param/full"]["lpips"]["count"] == 4
+  assert results["embedded_param_32/full"]["lpips"]["count"] == 4
   assert evaluator.State(job.state.path).complete == [2]

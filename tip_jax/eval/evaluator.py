@@ -194,7 +194,6 @@ class Evaluator:
   # ---- The job.
   def run(self) -> dict[int, dict]:
     """Evaluates every checkpoint not yet done, as they appear; returns what it scored."""
-    self._score_inputs()
     done = {}
     for step in ckpt_lib.checkpoints(self.workdir, after_step=self.state.last(),
                                      poll_s=float(self.evals.poll_s),
@@ -211,6 +210,7 @@ class Evaluator:
 
   def evaluate(self, step: int) -> dict[str, dict] | None:
     """Every (set, mode) of `step` not yet in the state; None if the step vanished."""
+    self._score_inputs()
     params = self._params(step)
     if params is None:
       self.state.skipped.append(step)
@@ -263,7 +263,7 @@ class Evaluator:
     """Inception statistics of the set's ground truth, computed once and cached."""
     if "fid" not in self.scorer.metrics:
       return None
-    path = os.path.join(self.folder, "ref_stats", f"{eval_set.name}_{eval_set.digest[:12]}.npz")
+    path = os.path.join(self.folder, "ref_stats", f"{eval_set.name}_{eval_set.meta['content_sha256'][:12]}.npz")
     if os.path.exists(path):
       return fid_lib.load_stats(path)
     features = fid_lib.FeatureStats()

@@ -63,7 +63,7 @@ def device_batch(batch: Batch, step: jax.Array, *, seed: int, degrade_config: De
 
 def host_batch(batch: Batch) -> tuple[Batch, dict[str, np.ndarray]]:
   """Splits a pipeline batch into what goes to device and per-batch data-pipeline counts."""
-  device = {k: batch[k] for k in loss_lib.DEVICE_KEYS}
+  device = {k: batch[k] for k in DEVICE_KEYS}
   device["index"] = np.asarray(device["index"], np.int32)  # JAX runs without 64-bit ints
   stats = {f"data/{k}": np.asarray(v).sum() for k, v in batch.get("stats", {}).items()}
   return device, stats
