@@ -11,6 +11,10 @@ Bases
   sd21   Stable Diffusion 2.1 (v-prediction, 768-pixel base; trained at 512² here).
            tip-train --config configs/tip.py:sd21 --workdir ... --config.model.backbone=/data/sd21
 
+Every base has an `evals` block for the evaluator job, run beside the trainer with the
+same config and workdir (README "Evaluation"):
+           tip-train --mode=eval --config configs/tip.py:tiny --workdir /tmp/tip_tiny
+
 Ablations (the paper's Tab. 5/6), appended to a base. One rule for the base: a spec
 that names none (`""`, `controlnet_sr`, ...) uses `tiny`, the one that runs anywhere.
   controlnet_sr  additive fusion and no prompts: the ControlNet-SR baseline.
@@ -104,10 +108,11 @@ def _base() -> ml_collections.ConfigDict:
   # Prompt modes (Tab. 1/5), each (semantic, restoration): semantic "caption" | "";
   # restoration "values" | "type_only" | "blind" ("Remove all degradation") | "".
   c.evals.modes = ml_collections.ConfigDict({
-      "full": ("caption", "values"),
-      "semantic": ("caption", ""),
+      "full": ("caption", "values"),      # Tab. 1 "Ours"
+      "semantic": ("caption", ""),        # Tab. 5 "semantic only"
       "restoration": ("", "values"),
-      "none": ("", ""),
+      "blind": ("", "blind"),             # Tab. 1 "Ours w/o text"
+      "none": ("", ""),                   # Tab. 5 "prompts off"
   })
   c.evals.steps = 50            # DDIM steps (the paper does not say; 50 is SD's default)
   c.evals.guidance = 4.0        # classifier-free guidance weight on c_s
@@ -169,8 +174,12 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.model.fusion = "additive"
     c.prompts.semantic = False
     c.prompts.restoration = False
+    c.evals.modes = ml_collections.ConfigDict({"none": ("", "")})  # it reads no prompt
   if "no_params" in parts:
     c.degrade.with_values_prob = 0.0
+    # Scored with the prompts it was trained on: degradation names without strengths.
+    c.evals.modes.full = ("caption", "type_only")
+    c.evals.modes.restoration = ("", "type_only")
   if "modulate_up" in parts:
     c.model.fusion = "modulate_skip_and_up"
   c.name = "_".join([base] + [p for p in parts if p in ABLATIONS])

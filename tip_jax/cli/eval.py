@@ -21,14 +21,13 @@ import sys
 
 from absl import flags
 
-from tip_jax.cli import common
+from tip_jax.cli import common, data_flags
 
 PROG = "tip-eval"
 _PRED = flags.DEFINE_string("pred", None, "Folder of restored images.")
 _REF = flags.DEFINE_string("ref", None, "Folder of reference (ground-truth) images.")
-_CAPTIONS = flags.DEFINE_string("captions", None, "Captions for CLIP-T: a JSON object "
-                                "{name: caption}, or a .jsonl file of lines with id and "
-                                "caption (a test set's index.jsonl).")
+_CAPTIONS = data_flags.CAPTIONS
+flags.declare_key_flag("captions")
 _METRICS = flags.DEFINE_string("metrics", "psnr,ssim,lpips",
                                "Comma-separated: psnr, ssim, lpips, fid, clip_i, clip_t.")
 _JSON = flags.DEFINE_string("json", None, "Write the scores to this JSON file too.")
