@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.train.test_trainer import ROOT, flags_for, subprocess_env, tiny_config
@@ -72,11 +73,16 @@ def test_evaluator_follows_training_once_per_checkpoint_across_a_sigkill(tmp_pat
 
 def test_a_checkpoint_deleted_before_it_is_read_is_skipped(tmp_path):
   from tip_jax.train import trainer
-  config = tiny_config(total_steps=2, checkpoint_every_steps=2, **EVAL_OVERRIDES)
+  config = tiny_config(total_steps=2, checkpoint_every_steps=2, **EVAL_OVERRIDES,
+                       **{"evals.val_source": "demo", "evals.val_batches": 2})
   trainer.train(config, str(tmp_path))
   job = evaluator.Evaluator(config, str(tmp_path))
   assert job.evaluate(4) is None           # never written (or already collected)
   assert job.state.skipped == [4]
   results = job.evaluate(2)
   assert results["embedded_param_32/full"]["lpips"]["count"] == 4
+  # The validation loss: the trainer's loss_fn on fixed held-out batches, same each time.
+  loss = results["validation"]["loss"]["mean"]
+  assert np.isfinite(loss) and loss > 0
+  assert job.validation(job._params(2)) == loss
   assert evaluator.State(job.state.path).complete == [2]

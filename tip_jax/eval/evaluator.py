@@ -111,6 +111,9 @@ class State:
     return max(finished) if finished else None
 
   def save(self) -> None:
+    """Replaces the file (process 0 only: every process holds the same state)."""
+    if jax.process_index() != 0:
+      return
     text = json.dumps({"version": __version__, "results": self.results, "inputs": self.inputs,
                        "complete": sorted(self.complete), "skipped": sorted(self.skipped)},
                       indent=1)
