@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 from forward import machine
-from restore_batch import PROMPTS, summary
+from restore_batch import PROMPTS, summary, time_alternating
 
 from tip_jax.eval import scoring
 from tip_jax.experiment import components
@@ -63,18 +62,9 @@ def main() -> None:
     shape = (args.batch, args.size, args.size, 3)
     return rng.integers(0, 256, shape, np.uint8), rng.integers(0, 256, shape, np.uint8)
 
-  ways = {"batched": args.batch, "one_at_a_time": 1}
-  for per_call in ways.values():  # warm-up: compiles every program each way uses
-    evaluate(*draw(), per_call)
-  times = {name: [] for name in ways}
-  start = time.perf_counter()
-  while (time.perf_counter() - start < 2 * args.seconds
-         or min(len(t) for t in times.values()) < args.rounds):
-    for name, per_call in ways.items():
-      inputs, gt = draw()
-      t0 = time.perf_counter()
-      evaluate(inputs, gt, per_call)
-      times[name].append(time.perf_counter() - t0)
+  ways = {"batched": lambda pair: evaluate(*pair, args.batch),
+          "one_at_a_time": lambda pair: evaluate(*pair, 1)}
+  times = time_alternating(ways, draw, args.seconds, args.rounds)
   result = {name: summary(t, args.batch) for name, t in times.items()}
   print(json.dumps({
       "benchmark": "evaluate", **result,
