@@ -25,8 +25,8 @@ ZONE = flags.DEFINE_string("zone", "", "The VMs' zone (default: gcloud's configu
 PROJECT = flags.DEFINE_string("project", "", "The VMs' project (default: gcloud's).")
 SWEEP = flags.DEFINE_string("sweep", "", "A sweep function of the config file (sweep, "
                             "sweep_seeds, ...): one work unit per point; none by default.")
-EVAL_TPU = flags.DEFINE_list("eval_tpu", [], "TPU VMs for the evaluators, one per work unit; "
-                             "without them the evaluators run on this host.")
+EVAL_TPU = flags.DEFINE_list("eval_tpu", [], "Single-host TPU VMs for the evaluators, one "
+                             "per work unit; without them the evaluators run on this host.")
 REMOTE_DIR = flags.DEFINE_string("remote_dir", "tip_jax", "The checkout on the TPU VMs, "
                                  "from the login directory (see --setup).")
 REMOTE_PYTHON = flags.DEFINE_string("remote_python", "python3", "Python on the TPU VMs.")

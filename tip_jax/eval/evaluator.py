@@ -170,6 +170,9 @@ class Evaluator:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                devices: Sequence[jax.Device] | None = None):
+    if jax.process_count() > 1:
+      raise ConfigError(f"the evaluator runs as one process over its host's devices, not "
+                        f"{jax.process_count()}: start it on a single-host machine")
     self.config, self.workdir, self.evals = config, workdir, config.evals
     self.folder = os.path.join(workdir, "eval")
     os.makedirs(self.folder, exist_ok=True)
