@@ -6,8 +6,9 @@ one line do not import each other). `.importlinter` states the same contract and
 
     main                      `python -m tip_jax.main` (= tip-train)
     cli                       every console script, flags defined once
-    train | eval              the training step and loop, sample grids | the evaluator
-                              job, benchmark sets, scoring folders of images
+    train | eval | demo       the training step and loop, sample grids | the evaluator
+                              job, benchmark sets, scoring folders of images | the web
+                              demo's page (gradio) around a restorer
     restore                   pure batched sampling programs + TIPRestorer
     experiment                shared by trainer, evaluator and restorer: config loading,
                               components, sharding, state, checkpoints, loss, setup

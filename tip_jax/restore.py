@@ -169,10 +169,12 @@ class TIPRestorer:
 
   @classmethod
   def from_checkpoint(cls, path: str, step: int | None = None, use_ema: bool = True,
-                      **kwargs) -> TIPRestorer:
-    """A trained TIP checkpoint (EMA params only are read) and the backbone it names."""
+                      backbone: str | None = None, **kwargs) -> TIPRestorer:
+    """A trained TIP checkpoint (EMA params only are read) and the backbone it names, or
+    `backbone`: the same diffusers folder at another path (a checkpoint moved to another
+    machine, e.g. a Colab runtime)."""
     from tip_jax.experiment.checkpoint import load_for_inference  # pulls in orbax/grain
-    loaded = load_for_inference(path, step=step, use_ema=use_ema)
+    loaded = load_for_inference(path, step=step, use_ema=use_ema, backbone=backbone)
     use = loaded.config.prompts
     return cls(loaded.backbone, loaded.controlnet, loaded.controlnet_params,
                resolution=loaded.resolution, degrade_config=loaded.degrade_config,

@@ -18,6 +18,8 @@ SCRIPTS = {
     "tip-eval": ["--pred", "--ref", "--captions", "--metrics", "--json", "--inception", "--clip"],
     "tip-make-benchmark": ["--kind", "--images", "--captions", "--out", "--count", "--size",
                            "--seed"],
+    "tip-demo": ["--checkpoint", "--host", "--port", "--max_upload_mb", "--max_side", "--steps",
+                 "--seed"],
 }
 
 
@@ -48,5 +50,5 @@ def test_every_script_loads_in_one_process():
   DuplicateFlagError on the second import)."""
   import importlib
   for name in ("train", "restore", "walk", "degrade", "prepare", "models", "convert_inception",
-               "make_benchmark", "eval"):
+               "make_benchmark", "eval", "demo"):
     assert callable(importlib.import_module(f"tip_jax.cli.{name}").run)
