@@ -102,6 +102,9 @@ def test_tiles_spread_over_devices_give_the_same_image(restorer):
   # float32 op order differs per device program: measured 1 pixel off by 1 level of 46080
   diff = np.abs(one.astype(int) - spread)
   assert diff.max() <= 1 and diff.mean() < 1e-3, (diff.max(), diff.mean())
+  # Params committed to one device (as a checkpoint loads them) are spread too.
+  committed = restorer.with_params(jax.device_put(restorer.controlnet_params, jax.devices()[0]))
+  np.testing.assert_array_equal(committed.restore(image, **kwargs, devices=4), spread)
 
 
 def test_color_fix_moves_colour_towards_the_input(rng):

@@ -297,7 +297,13 @@ class TIPRestorer:
     logging.info("restoring %d image(s) of %dx%d: %d step(s) of %s, %s", n, width, height,
                  plan.steps, sampler,
                  f"{len(layout.tiles)} tiles" if layout.tiles else "untiled")
-    latent = sample_latents(self._params(), start, padded, sem_states, res_states, plan, scales,
+    params = self._params()
+    tile_mesh = tiling.tile_mesh(layout.devices)
+    if tile_mesh is not None:  # params from a checkpoint sit on one device: replicate all
+      params, start, padded, sem_states, res_states = jax.device_put(
+          (params, start, jnp.asarray(padded), sem_states, res_states),
+          jax.sharding.NamedSharding(tile_mesh, jax.sharding.PartitionSpec()))
+    latent = sample_latents(params, start, padded, sem_states, res_states, plan, scales,
                             unet=self.backbone.unet.module, controlnet=self.controlnet,
                             layout=layout)
     out = decode(vae.params, latent, vae=vae.module, layout=layout)[:, :height, :width]
