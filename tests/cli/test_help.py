@@ -18,6 +18,7 @@ SCRIPTS = {
     "tip-eval": ["--pred", "--ref", "--captions", "--metrics", "--json", "--inception", "--clip"],
     "tip-make-benchmark": ["--kind", "--images", "--captions", "--out", "--count", "--size",
                            "--seed"],
+    "tip-export-backbone": ["--step", "--ema", "--scale_images", "--overwrite"],
 }
 
 

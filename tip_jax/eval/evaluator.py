@@ -170,6 +170,9 @@ class Evaluator:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                devices: Sequence[jax.Device] | None = None):
+    if config.task != "tip":
+      raise ConfigError(f"task={config.task!r}: the evaluator scores TIP runs; a pretraining "
+                        "run's metrics and sample grids are in its workdir")
     self.config, self.workdir, self.evals = config, workdir, config.evals
     self.folder = os.path.join(workdir, "eval")
     os.makedirs(self.folder, exist_ok=True)
