@@ -84,6 +84,7 @@ def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
   assert again.stderr.strip().splitlines()[-1].endswith("pass --overwrite to replace its files")
 
 
+@pytest.mark.slow
 def test_unet_pretraining_samples_and_exports_a_backbone_tip_reads(tmp_path):
   """Two text-to-image steps on the seeded random backbone, a sample grid, then the
   exported folder: the EMA UNet, the backbone's own VAE and text encoder, its
