@@ -49,5 +49,5 @@ def test_every_script_loads_in_one_process():
   DuplicateFlagError on the second import)."""
   import importlib
   for name in ("train", "restore", "walk", "degrade", "prepare", "models", "convert_inception",
-               "make_benchmark", "eval"):
+               "make_benchmark", "eval", "export_backbone"):
     assert callable(importlib.import_module(f"tip_jax.cli.{name}").run)

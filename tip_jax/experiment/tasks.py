@@ -81,11 +81,13 @@ def build(config: ml_collections.ConfigDict, components: components_lib.Componen
     tip_loss = functools.partial(loss_lib.loss_fn, models=components,
                                  schedule=backbone.schedule(), prompts=config.prompts)
     return Task(
-        name, module, ("unet", "vae", "text_encoder"), loss_lib.DEVICE_KEYS,
-        lambda: components_lib.init_controlnet(components, seed),
-        functools.partial(loss_lib.device_batch, seed=seed, degrade_config=degrade_config,
-                          mesh=mesh, batch_axes=batch_axes, blind_ids=blind_ids),
-        lambda params, frozen, batch: (tip_loss(params, frozen, batch), {}))
+        name=name, module=module, frozen_parts=("unet", "vae", "text_encoder"),
+        device_keys=loss_lib.DEVICE_KEYS,
+        initial_params=lambda: components_lib.init_controlnet(components, seed),
+        prepare=functools.partial(loss_lib.device_batch, seed=seed,
+                                  degrade_config=degrade_config, mesh=mesh,
+                                  batch_axes=batch_axes, blind_ids=blind_ids),
+        loss=lambda params, frozen, batch: (tip_loss(params, frozen, batch), {}))
   prepare = functools.partial(pretrain.device_batch, seed=seed)
   if name == "vae":
     v = config.vae
@@ -94,11 +96,15 @@ def build(config: ml_collections.ConfigDict, components: components_lib.Componen
       loaded = load_lpips(v.lpips_net)
       # the metric's "highest" precision is for scores; a loss lets the backend choose
       lpips, extra = LPIPSNet(loaded.module.net, precision=None), {"lpips": loaded.params}
-    return Task(name, module, (), pretrain.DEVICE_KEYS, lambda: _float32(backbone.vae.params),
-                prepare, functools.partial(pretrain.vae_loss, vae=module, lpips=lpips,
-                                           lpips_weight=float(v.lpips_weight),
-                                           kl_weight=float(v.kl_weight)), extra)
-  return Task(name, module, ("vae", "text_encoder"), pretrain.DEVICE_KEYS,
-              lambda: _float32(backbone.unet.params), prepare,
-              functools.partial(pretrain.unet_loss, backbone=backbone,
-                                schedule=backbone.schedule()))
+    return Task(
+        name=name, module=module, frozen_parts=(), device_keys=pretrain.DEVICE_KEYS,
+        initial_params=lambda: _float32(backbone.vae.params), prepare=prepare,
+        loss=functools.partial(pretrain.vae_loss, vae=module, lpips=lpips,
+                               lpips_weight=float(v.lpips_weight),
+                               kl_weight=float(v.kl_weight)),
+        extra_frozen=extra)
+  return Task(
+      name=name, module=module, frozen_parts=("vae", "text_encoder"),
+      device_keys=pretrain.DEVICE_KEYS, initial_params=lambda: _float32(backbone.unet.params),
+      prepare=prepare, loss=functools.partial(pretrain.unet_loss, backbone=backbone,
+                                              schedule=backbone.schedule()))
