@@ -75,5 +75,5 @@ setup(
     entry_points={"console_scripts": [
         f"tip-{name.replace('_', '-')}=tip_jax.cli.{name}:run"
         for name in ("train", "restore", "walk", "degrade", "prepare", "models", "eval",
-                     "convert_inception", "make_benchmark", "demo")]},
+                     "convert_inception", "make_benchmark", "demo", "export_backbone")]},
 )

@@ -79,8 +79,7 @@ def build_ours(args, configs):
            "index": np.arange(args.batch, dtype=np.int32)}
   batch = exp.global_batch(local)
   local["restoration_prompt"] = prompts  # host-only, as in the pipeline's batches
-  train_step = step_lib.make_train_step(exp.components, config, exp.tx, exp.mesh, dc,
-                                        exp.batch_axes)
+  train_step = step_lib.make_train_step(exp.task, config, exp.tx)
   start = time.perf_counter()  # as the trainer compiles it: ahead of time, state donated
   compiled = jax.jit(train_step, out_shardings=(exp.state_shardings, None),
                      donate_argnums=(0,)).lower(state, exp.frozen, batch).compile()

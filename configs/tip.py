@@ -45,6 +45,8 @@ ABLATIONS = ("controlnet_sr", "no_params", "modulate_up")
 
 def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.task = "tip"                # what is trained: TIP's ControlNet (configs/prior.py
+                                # pretrains a backbone's VAE or UNet in the same trainer)
   c.seed = 0
   c.total_steps = 100_000
   c.batch_size = 256            # global, over all hosts

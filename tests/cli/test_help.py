@@ -20,6 +20,7 @@ SCRIPTS = {
                            "--seed"],
     "tip-demo": ["--checkpoint", "--host", "--port", "--max_upload_mb", "--max_side", "--steps",
                  "--seed"],
+    "tip-export-backbone": ["--step", "--ema", "--scale_images", "--overwrite"],
 }
 
 
@@ -50,5 +51,5 @@ def test_every_script_loads_in_one_process():
   DuplicateFlagError on the second import)."""
   import importlib
   for name in ("train", "restore", "walk", "degrade", "prepare", "models", "convert_inception",
-               "make_benchmark", "eval", "demo"):
+               "make_benchmark", "eval", "demo", "export_backbone"):
     assert callable(importlib.import_module(f"tip_jax.cli.{name}").run)

@@ -173,6 +173,9 @@ class Evaluator:
     if jax.process_count() > 1:
       raise ConfigError(f"the evaluator runs as one process over its host's devices, not "
                         f"{jax.process_count()}: start it on a single-host machine")
+    if config.task != "tip":
+      raise ConfigError(f"task={config.task!r}: the evaluator scores TIP runs; a pretraining "
+                        "run's metrics and sample grids are in its workdir")
     self.config, self.workdir, self.evals = config, workdir, config.evals
     self.folder = os.path.join(workdir, "eval")
     os.makedirs(self.folder, exist_ok=True)

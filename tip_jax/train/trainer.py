@@ -2,8 +2,9 @@
 step → loop.
 
 Read top to bottom. Everything numeric happens in `tip_jax.train.step` (and the loss
-in `tip_jax.experiment.loss`); this file moves data, keeps time, writes metrics, sample
-grids and checkpoints, and stops cleanly on SIGTERM or TPU preemption.
+the config's task names, `tip_jax.experiment.tasks`: TIP, or pretraining the backbone's
+VAE or UNet); this file moves data, keeps time, writes metrics, sample grids and
+checkpoints, and stops cleanly on SIGTERM or TPU preemption.
 """
 
 from __future__ import annotations
@@ -96,8 +97,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
   step = int(jax.device_get(state.step))
 
   # ---- The step, compiled once ahead of time.
-  step_fn = step_lib.make_train_step(exp.components, config, exp.tx, exp.mesh,
-                                     exp.degrade_config, exp.batch_axes)
+  step_fn = step_lib.make_train_step(exp.task, config, exp.tx)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   writer.write_hparams(flat_hparams(config))
   hooks = []
@@ -107,7 +107,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
     if config.profile_steps:
       hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.profile_steps,
                                             first_profile=step + config.log_every_steps))
-  grids = (samples.SampleGrids(exp, writer) if config.sample_every_steps else None)
+  grids = samples.GRIDS[exp.task.name](exp, writer) if config.sample_every_steps else None
   compiled = None
   history: list[dict] = []
   data_counts: dict[str, float] = {}
@@ -116,7 +116,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
   # ---- The loop.
   while step < config.total_steps:
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      local, stats = loss_lib.host_batch(next(data_iter))
+      local, stats = loss_lib.host_batch(next(data_iter), exp.task.device_keys)
       for k, v in stats.items():
         data_counts[k] = data_counts.get(k, 0) + float(v)
       batch = exp.global_batch(local)
