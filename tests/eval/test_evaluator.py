@@ -24,7 +24,8 @@ PARTS = re.compile(r"step (\d+): (\S+/\S+) \(")
 
 def _start(args, log_path, mode="train"):
   log = open(log_path, "w")
-  return subprocess.Popen([sys.executable, "-m", "tip_jax.main", f"--mode={mode}", *args],
+  return subprocess.Popen([sys.executable, "-m", "tip_jax.main", f"--mode={mode}", *args,
+                           "--alsologtostderr"],
                           env=subprocess_env(devices=1), stdout=log, stderr=log, cwd=ROOT)
 
 

@@ -21,6 +21,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import traverse_util
 from jax.experimental import multihost_utils
+from tqdm import tqdm
 
 from tip_jax.experiment import checkpoint as ckpt_lib
 from tip_jax.experiment import loss as loss_lib
@@ -108,6 +109,9 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
       hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.profile_steps,
                                             first_profile=step + config.log_every_steps))
   grids = samples.GRIDS[exp.task.name](exp, writer) if config.sample_every_steps else None
+  # On a terminal (process 0 only) a progress bar with the latest loss; logs go on as usual.
+  bar = tqdm(total=config.total_steps, initial=step, desc="training", unit="step",
+             disable=None if jax.process_index() == 0 else True)
   compiled = None
   history: list[dict] = []
   data_counts: dict[str, float] = {}
@@ -136,6 +140,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
       state, metrics = compiled(state, exp.frozen, batch)
       step += 1
     history.append(metrics)
+    bar.update()
     for hook in hooks:
       hook(step)
 
@@ -148,6 +153,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
       scalars["images_per_s"] = scalars["steps_per_s"] * config.batch_size
       scalars.update(data_counts)
       writer.write_scalars(step, scalars)
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
       history, interval_start, interval_step = [], time.perf_counter(), step
 
     if grids and (step % config.sample_every_steps == 0 or step == config.total_steps):
@@ -163,6 +169,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
       logging.warning("stopping at step %d (checkpoint saved)", step)
       break
 
+  bar.close()
   mngr.wait_until_finished()
   if step >= config.total_steps:
     ckpt_lib.mark_complete(workdir, step)
