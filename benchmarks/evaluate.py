@@ -20,12 +20,9 @@ import json
 
 import numpy as np
 from forward import machine
-from restore_batch import PROMPTS, summary, time_alternating
+from restore_batch import PROMPTS, summary, time_alternating, tiny_random_restorer
 
 from tip_jax.eval import scoring
-from tip_jax.experiment import components
-from tip_jax.experiment.config import load_config
-from tip_jax.restore import TIPRestorer
 
 
 def main() -> None:
@@ -38,11 +35,7 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=20)
   args = parser.parse_args()
 
-  config = load_config("configs/tip.py:tiny")
-  comps = components.build(config)
-  restorer = TIPRestorer(comps.backbone, comps.controlnet,
-                         components.init_controlnet(comps, config.seed),
-                         resolution=config.data.resolution)
+  restorer = tiny_random_restorer()
   scorer = scoring.Scorer.load(args.metrics)
   rng = np.random.default_rng(0)
   prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]

@@ -34,6 +34,15 @@ def summary(times: list[float], images: int) -> dict:
           "images_per_s": images / float(np.median(t))}
 
 
+def tiny_random_restorer() -> TIPRestorer:
+  """The `tiny` config's random backbone with its ControlNet copied from the UNet."""
+  config = load_config("configs/tip.py:tiny")
+  comps = components.build(config)
+  return TIPRestorer(comps.backbone, comps.controlnet,
+                     components.init_controlnet(comps, config.seed),
+                     resolution=config.data.resolution)
+
+
 def time_alternating(ways: dict, draw, seconds: float, rounds: int) -> dict[str, list[float]]:
   """Warms up every way, then times them in turn on fresh `draw()`s until each has run
   for `seconds` in all and at least `rounds` times: {way: [seconds per round]}."""
@@ -60,11 +69,7 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=20)
   args = parser.parse_args()
 
-  config = load_config("configs/tip.py:tiny")
-  comps = components.build(config)
-  restorer = TIPRestorer(comps.backbone, comps.controlnet,
-                         components.init_controlnet(comps, config.seed),
-                         resolution=config.data.resolution)
+  restorer = tiny_random_restorer()
   rng = np.random.default_rng(0)
   prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.images)]
   semantic, restoration = [p[0] for p in prompts], [p[1] for p in prompts]
