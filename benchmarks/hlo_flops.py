@@ -36,7 +36,6 @@ class MatmulOp:
   kind: str       # "dot" or "convolution"
   flops: float    # 2 x multiply-adds, times how often the op runs per call of the program
   op_name: str    # JAX's name stack for the op ("" where XLA dropped it)
-  shape: str      # the op's output type, e.g. "f32[2,32,32,64]"
 
 
 @dataclasses.dataclass
@@ -194,7 +193,7 @@ def matmul_ops(hlo: str) -> list[MatmulOp]:
       if inst.opcode in ("dot", "convolution"):
         op_name = _OP_NAME.search(inst.attrs)
         ops.append(MatmulOp(inst.opcode, _flops(inst, types),
-                            op_name.group(1) if op_name else "", _SHAPE.match(inst.type)[0]))
+                            op_name.group(1) if op_name else ""))
       callees = {key: [c.strip().lstrip("%") for c in value.strip("{}").split(",") if c.strip()]
                  for key, value in _CALLEES.findall(inst.attrs)}
       if inst.opcode == "while":
