@@ -65,19 +65,34 @@ class Layout:
     restoration cfg."""
     return 1 + self.cfg + self.restoration_cfg
 
+  @property
+  def control_rows(self) -> tuple[int, ...]:
+    """Each model row's ControlNet row. The ControlNet sees (z_t, t, c_r, y) only, so the
+    unconditional-semantic row (∅, c_r) has row 0's inputs and takes row 0's output;
+    (c_s, "") has its own."""
+    return (0,) * (1 + self.cfg) + (1,) * self.restoration_cfg
+
 
 def _guided(unet: nn.Module, controlnet: ControlNetModel, layout: Layout):
   """guided(consts, x, y): the guided model output for latents (or latent tiles) x of a
   batch and their images y; consts = (params, t, semantic, restoration, scales) with
-  (B, rows, L, D) prompt states."""
+  (B, rows, L, D) prompt states. The ControlNet runs on the distinct `control_rows` only."""
+  take = np.asarray(layout.control_rows)
+  first = np.unique(take, return_index=True)[1]  # the model row each ControlNet row has
+  n = len(first)
 
   def guided(consts, x, y):
     params, t, semantic, restoration, scales = consts
     batch, rows = semantic.shape[:2]
-    flat = lambda e: e.reshape((batch * rows,) + e.shape[2:])  # noqa: E731
-    out = tip.predict(unet, controlnet, params["unet"], params["controlnet"],
-                      jnp.repeat(x, rows, 0), jnp.full((batch * rows,), t), flat(semantic),
-                      flat(restoration), jnp.repeat(y, rows, 0), scales[2])
+    flat = lambda e: e.reshape((-1,) + e.shape[2:])  # noqa: E731
+    control = controlnet.apply({"params": params["controlnet"]}, jnp.repeat(x, n, 0),
+                               jnp.full((batch * n,), t), flat(restoration[:, first]),
+                               jnp.repeat(y, n, 0))
+    control = jax.tree.map(lambda c: flat(c.reshape((batch, n) + c.shape[1:])[:, take]),
+                           control)
+    out = tip.denoise(unet, params["unet"], jnp.repeat(x, rows, 0),
+                      jnp.full((batch * rows,), t), flat(semantic), control,
+                      controlnet.config.fusion, scales[2])
     out = out.reshape((batch, rows) + out.shape[1:])
     m = out[:, 0]
     if layout.cfg:
