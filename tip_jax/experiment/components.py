@@ -73,8 +73,9 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
                       "backbone of model.geometry (CPU runs, tests, benchmarks)")
   if config.task == "unet":  # the UNet being pretrained learns the prediction its config names
     backbone = backbone.with_prediction_type(config.unet.prediction_type)
-  controlnet = ControlNetModel(ControlNetConfig.tip(backbone.unet.module.config,
-                                                    config.model.fusion), options)
+  controlnet = ControlNetModel(ControlNetConfig.tip(
+      backbone.unet.module.config, config.model.fusion,
+      backbone.vae.module.config.downsample_factor), options)
   return Components(backbone=backbone, controlnet=controlnet)
 
 
