@@ -13,6 +13,14 @@ backbone that is a function of the seed), never re-saved. After the final save t
 trainer writes `checkpoints/train_complete` holding the last step; `checkpoints()`
 is how an evaluator follows a running trainer and knows when to stop.
 
+Faults (README "When things go wrong"): every job reads through `read_newest`, which
+names the step and the file that cannot be read, and falls back to an older step (the
+trainer sets the bad one aside as `<step>.corrupt`, the evaluator skips it) or stops
+with one line (the restorer). A save the operating system refuses (full disk,
+permissions) stops training with one line naming the step, the folder and the size of a
+checkpoint; the earlier checkpoints stay, and the unfinished folder is removed when the
+next trainer opens the folder (`checkpoint_files`).
+
 Checkpoints written before this layout (one `state` item) are not read: nothing had
 been released with it.
 """
@@ -22,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import grain
 import jax
@@ -33,7 +41,9 @@ from etils import epath
 
 from tip_jax.degrade import DegradeConfig
 from tip_jax.errors import CheckpointError
+from tip_jax.experiment import checkpoint_files as files
 from tip_jax.experiment import components as components_lib
+from tip_jax.experiment import distributed
 from tip_jax.experiment import sharding
 from tip_jax.experiment import state as state_lib
 from tip_jax.models import params as params_lib
@@ -42,6 +52,7 @@ from tip_jax.models.controlnet import ControlNetModel
 
 ITEMS = ("params", "ema_params", "opt_state", "data", "config")
 COMPLETE = "train_complete"
+T = TypeVar("T")
 
 
 def directory(workdir: str) -> str:
@@ -50,7 +61,13 @@ def directory(workdir: str) -> str:
 
 def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
             read_only: bool = False) -> ocp.CheckpointManager:
-  """The manager for `workdir`; a config sets the retention and async policy."""
+  """The manager for `workdir`; a config sets the retention and async policy.
+
+  A writable one (the trainer's: one per workdir) first removes the folders of saves
+  that never completed, logging each.
+  """
+  if not read_only and jax.process_index() == 0:
+    files.remove_unfinished(directory(workdir))
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints if config else None,
       keep_period=(config.keep_every_steps or None) if config else None,
@@ -70,12 +87,121 @@ def _counters(state: state_lib.TrainState) -> dict:
 
 def save(mngr: ocp.CheckpointManager, step: int, state: state_lib.TrainState,
          data_iterator: Any, config: ml_collections.ConfigDict, force: bool = False) -> bool:
-  return mngr.save(step, force=force, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(state.params),
-      ema_params=ocp.args.StandardSave(state.ema_params),
-      opt_state=ocp.args.StandardSave(_counters(state)),
-      data=grain.checkpoint.CheckpointSave(data_iterator),
-      config=ocp.args.JsonSave(config.to_dict())))
+  """Starts saving `step` (in the background when the config's saves are async).
+
+  A write the operating system refuses (no space left, permission denied, ...) raises
+  `CheckpointError`: one line with the step, the folder and a checkpoint's size. An
+  async save's failure is raised by the next `save` or by `wait`, for its own step.
+  """
+  wait(mngr, state)
+  try:
+    _check_writable(mngr.directory)
+    return mngr.save(step, force=force, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params),
+        ema_params=ocp.args.StandardSave(state.ema_params),
+        opt_state=ocp.args.StandardSave(_counters(state)),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+        config=ocp.args.JsonSave(config.to_dict())))
+  except Exception as e:
+    _raise_if_refused(e, step, mngr, state)
+    raise
+
+
+def _check_writable(folder: epath.Path) -> None:
+  """Writes and deletes an empty file in `folder`: a folder that refuses writes raises
+  here, at once (Orbax, failing to create the step's folder, would wait five minutes
+  for it and then time out)."""
+  probe = epath.Path(folder) / f".tip_write_check.{jax.process_index()}"
+  probe.write_text("")
+  probe.unlink()
+
+
+def wait(mngr: ocp.CheckpointManager, state: state_lib.TrainState) -> None:
+  """Blocks until the save in flight is on disk; a refused write raises as in `save`."""
+  step = mngr.latest_step()  # the step in flight, if any, is the newest one
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:
+    _raise_if_refused(e, step, mngr, state)
+    raise
+
+
+def _raise_if_refused(error: Exception, step: int | None, mngr: ocp.CheckpointManager,
+                      state: state_lib.TrainState) -> None:
+  why = files.write_failure(error)
+  if why is not None:
+    size = sum(x.nbytes for x in jax.tree.leaves((state.params, state.ema_params,
+                                                   state.opt_state)))
+    raise CheckpointError(f"checkpoint save at step {step} failed: {why} in {mngr.directory} "
+                          f"(a checkpoint here takes {files.size_text(size)})") from error
+
+
+def close(mngr: ocp.CheckpointManager, error: BaseException | None = None) -> None:
+  """Closes `mngr` once a save in flight is on disk. After `error` stopped training, a
+  failure of that save is logged on one line instead (it is `error` itself when the
+  save was what failed: then nothing more is said)."""
+  try:
+    mngr.close()
+  except Exception as e:
+    if error is None:
+      raise
+    if e is not error.__cause__:
+      logging.warning("while stopping, a checkpoint save failed too: %s",
+                      files.one_line(str(e)) or type(e).__name__)
+
+
+def read_newest(mngr: ocp.CheckpointManager, read: Callable[[int], T],
+                steps: Iterable[int] | None = None, items: Sequence[str] = ITEMS, *,
+                fall_back: bool, set_aside: bool = False) -> tuple[int, T] | None:
+  """`(step, read(step))` for the newest of `steps` (default: all of `mngr`'s) whose
+  `items` can be read: how the trainer, the evaluator and the restorer read checkpoints.
+
+  A step that cannot be read (a file cut short, missing or garbled; or its folder gone,
+  deleted by retention while an evaluator waited): with `fall_back`, one warning naming
+  the step and the file, the folder renamed to `<step>.corrupt` when `set_aside` (the
+  trainer's choice: Orbax's retention then ignores it and a person can look at it;
+  nothing is deleted), and the next older step is tried; None when none is left.
+  Without `fall_back`: `CheckpointError`, one line. Any other error (arrays whose shapes
+  are not the config's, ...) propagates: an older step would fail the same way.
+  """
+  root = epath.Path(mngr.directory)
+  candidates = sorted(mngr.all_steps() if steps is None else steps, reverse=True)
+  for i, step in enumerate(candidates):
+    folder = root / str(step)
+    value, problem = _read_step(read, step, folder, items)
+    if not distributed.any_process(problem is not None):
+      return step, value
+    message = (f"checkpoint step {step} in {root} cannot be read: "
+               f"{problem or 'it failed on another process'}")
+    if not fall_back:
+      raise CheckpointError(message)
+    if set_aside and folder.exists():
+      if jax.process_index() == 0:
+        message += f"; moved to {os.path.basename(files.set_aside(str(folder)))}"
+      ocp.multihost.sync_global_processes(f"tip_set_aside_{step}")
+      mngr.reload()
+    older = candidates[i + 1:]
+    logging.warning("%s; %s", message, f"trying step {older[0]}" if older else "skipped")
+  return None
+
+
+def _read_step(read: Callable[[int], T], step: int, folder: epath.Path,
+               items: Sequence[str]) -> tuple[T | None, str | None]:
+  """(read(step), None), or (None, what could not be read)."""
+  if not folder.is_dir():
+    return None, "its folder is gone (deleted by retention?)"
+  problem = files.scan(str(folder), items)
+  if problem is not None:
+    return None, problem
+  try:
+    return read(step), None
+  except Exception as e:
+    if not folder.is_dir():
+      return None, "its folder was deleted while it was read (retention?)"
+    problem = files.cause(e, str(folder), items)
+    if problem is None:
+      raise
+    return None, problem
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: state_lib.TrainState,
@@ -198,11 +324,17 @@ def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
   step = mngr.latest_step() if step is None else step
   if step not in steps:
     raise CheckpointError(f"{path}: no checkpoint for step {step} (have {sorted(steps)})")
-  config = read_config(mngr, step)
-  if backbone is not None:
-    config.model.backbone = backbone
-  comps = components_lib.build(config)
-  params = load_params(mngr, step, comps.controlnet, "ema_params" if use_ema else "params")
+  item = "ema_params" if use_ema else "params"
+
+  def read(s: int) -> tuple[ml_collections.ConfigDict, components_lib.Components, dict]:
+    config = read_config(mngr, s)
+    if backbone is not None:
+      config.model.backbone = backbone
+    comps = components_lib.build(config)
+    return config, comps, load_params(mngr, s, comps.controlnet, item)
+
+  _, (config, comps, params) = read_newest(mngr, read, [step], ("config", item),
+                                           fall_back=False)
   mngr.close()
   return Trained(config=config, step=int(step), backbone=comps.backbone,
                  controlnet=comps.controlnet, controlnet_params=params,
