@@ -6,6 +6,7 @@
     distributed.py  multi-process start-up
     state.py        TrainState, the optimizer, state shardings
     checkpoint.py   per-role checkpoint items, inference loading, the new-checkpoint iterator
+    checkpoint_files.py  what is wrong with a checkpoint's files, in one line
     loss.py         device_batch and loss_fn (pure)
     setup.py        setup(config, workdir) -> Experiment
 """
