@@ -59,12 +59,21 @@ setup(
             "torchvision==0.28.0",
             "lpips==0.1.4",
             "pytorch-fid==0.3.0",
+            # The notebook, executed top to bottom (nbclient, in an ipykernel), and the web
+            # demo, driven in Debian's chromium (apt) by Playwright (no browser download).
+            "gradio>=6,<7",
+            "ipykernel",
+            "nbclient",
+            "playwright",
         ],
+        # tip-demo's web page. Not a core dependency: it brings a web stack (fastapi,
+        # uvicorn, pandas) that training jobs on pods do not need.
+        "demo": ["gradio>=6,<7"],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "cuda": ["jax[cuda12]>=0.10,<0.11"],
     },
     entry_points={"console_scripts": [
         f"tip-{name.replace('_', '-')}=tip_jax.cli.{name}:run"
         for name in ("train", "restore", "walk", "degrade", "prepare", "models", "eval",
-                     "convert_inception", "make_benchmark")]},
+                     "convert_inception", "make_benchmark", "demo", "export_backbone")]},
 )

@@ -24,7 +24,7 @@ from absl import app, flags
 from jax.experimental import topologies
 
 from tip_jax.degrade import params_to_tree, sample_params
-from tip_jax.experiment import components, sharding
+from tip_jax.experiment import components, sharding, tasks
 from tip_jax.experiment import state as state_lib
 from tip_jax.experiment.config import load_config
 from tip_jax.train import step as step_lib
@@ -66,8 +66,8 @@ def compile_step(config, devices, per_chip: int) -> dict:
                              sharding.frozen_shardings(comps.backbone, mesh, rules), dtype)
   batch = abstract_batch(config, degrade_config, config.batch_size,
                          lambda ndim: sharding.batch_sharding(mesh, rules, ndim))
-  step = jax.jit(step_lib.make_train_step(comps, config, tx, mesh, degrade_config,
-                                          sharding.batch_axes(rules)),
+  task = tasks.build(config, comps, mesh, sharding.batch_axes(rules), degrade_config)
+  step = jax.jit(step_lib.make_train_step(task, config, tx),
                  out_shardings=(state_sh, None), donate_argnums=(0,))
   start = time.perf_counter()
   compiled = step.lower(state, frozen, batch).compile()

@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 from forward import machine
-from restore_batch import PROMPTS, summary
+from restore_batch import PROMPTS, summary, time_alternating, tiny_random_restorer
 
 from tip_jax.eval import scoring
-from tip_jax.experiment import components
-from tip_jax.experiment.config import load_config
-from tip_jax.restore import TIPRestorer
 
 
 def main() -> None:
@@ -39,11 +35,7 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=20)
   args = parser.parse_args()
 
-  config = load_config("configs/tip.py:tiny")
-  comps = components.build(config)
-  restorer = TIPRestorer(comps.backbone, comps.controlnet,
-                         components.init_controlnet(comps, config.seed),
-                         resolution=config.data.resolution)
+  restorer = tiny_random_restorer()
   scorer = scoring.Scorer.load(args.metrics)
   rng = np.random.default_rng(0)
   prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
@@ -63,18 +55,9 @@ def main() -> None:
     shape = (args.batch, args.size, args.size, 3)
     return rng.integers(0, 256, shape, np.uint8), rng.integers(0, 256, shape, np.uint8)
 
-  ways = {"batched": args.batch, "one_at_a_time": 1}
-  for per_call in ways.values():  # warm-up: compiles every program each way uses
-    evaluate(*draw(), per_call)
-  times = {name: [] for name in ways}
-  start = time.perf_counter()
-  while (time.perf_counter() - start < 2 * args.seconds
-         or min(len(t) for t in times.values()) < args.rounds):
-    for name, per_call in ways.items():
-      inputs, gt = draw()
-      t0 = time.perf_counter()
-      evaluate(inputs, gt, per_call)
-      times[name].append(time.perf_counter() - t0)
+  ways = {"batched": lambda pair: evaluate(*pair, args.batch),
+          "one_at_a_time": lambda pair: evaluate(*pair, 1)}
+  times = time_alternating(ways, draw, args.seconds, args.rounds)
   result = {name: summary(t, args.batch) for name, t in times.items()}
   print(json.dumps({
       "benchmark": "evaluate", **result,

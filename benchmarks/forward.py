@@ -18,9 +18,19 @@ import os
 import platform
 import time
 
+import sys
+
 import jax
 import numpy as np
 import torch
+
+# diffusers and transformers import torchvision, whose registry wheel loads beside the CPU
+# torch wheel only once tests/fixtures/torch_refs.py has declared two of its ops; every
+# benchmark imports this module first.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.fixtures.torch_refs import torchvision  # noqa: E402
+
+torchvision()
 
 from tip_jax.convert.diffusers import convert_state_dict
 from tip_jax.models import tip

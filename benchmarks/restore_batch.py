@@ -34,6 +34,32 @@ def summary(times: list[float], images: int) -> dict:
           "images_per_s": images / float(np.median(t))}
 
 
+def tiny_random_restorer() -> TIPRestorer:
+  """The `tiny` config's random backbone with its ControlNet copied from the UNet."""
+  config = load_config("configs/tip.py:tiny")
+  comps = components.build(config)
+  return TIPRestorer(comps.backbone, comps.controlnet,
+                     components.init_controlnet(comps, config.seed),
+                     resolution=config.data.resolution)
+
+
+def time_alternating(ways: dict, draw, seconds: float, rounds: int) -> dict[str, list[float]]:
+  """Warms up every way, then times them in turn on fresh `draw()`s until each has run
+  for `seconds` in all and at least `rounds` times: {way: [seconds per round]}."""
+  for run in ways.values():  # warm-up: compiles every program each way uses
+    run(draw())
+  times = {name: [] for name in ways}
+  start = time.perf_counter()
+  while (time.perf_counter() - start < len(ways) * seconds
+         or min(len(t) for t in times.values()) < rounds):
+    for name, run in ways.items():
+      inputs = draw()
+      t0 = time.perf_counter()
+      run(inputs)
+      times[name].append(time.perf_counter() - t0)
+  return times
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--images", type=int, default=4)
@@ -43,11 +69,7 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=20)
   args = parser.parse_args()
 
-  config = load_config("configs/tip.py:tiny")
-  comps = components.build(config)
-  restorer = TIPRestorer(comps.backbone, comps.controlnet,
-                         components.init_controlnet(comps, config.seed),
-                         resolution=config.data.resolution)
+  restorer = tiny_random_restorer()
   rng = np.random.default_rng(0)
   prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.images)]
   semantic, restoration = [p[0] for p in prompts], [p[1] for p in prompts]
@@ -63,18 +85,8 @@ def main() -> None:
     return [rng.integers(0, 256, (args.size, args.size, 3), np.uint8)
             for _ in range(args.images)]
 
-  ways = {"batch": batched, "singles": singles}
-  for run in ways.values():  # warm-up: compiles every program each way uses
-    run(draw())
-  times = {name: [] for name in ways}
-  start = time.perf_counter()
-  while (time.perf_counter() - start < 2 * args.seconds
-         or min(len(t) for t in times.values()) < args.rounds):
-    for name, run in ways.items():
-      images = draw()
-      t0 = time.perf_counter()
-      run(images)
-      times[name].append(time.perf_counter() - t0)
+  times = time_alternating({"batch": batched, "singles": singles}, draw, args.seconds,
+                           args.rounds)
   result = {name: summary(t, args.images) for name, t in times.items()}
   print(json.dumps({
       "benchmark": "restore_batch", **result,

@@ -39,6 +39,18 @@ def timed_runs(fn, repeats: int):
   return float(np.median(times)), out
 
 
+def reference_denoise(unet, controlnet, x: torch.Tensor, t, text: torch.Tensor,
+                      cond: torch.Tensor, rows: int, guidance: float) -> torch.Tensor:
+  """diffusers' ControlNet + UNet output for NCHW latents x at timestep t, as its ControlNet
+  pipeline computes it: `rows` copies of x (2: classifier-free guidance, the conditional
+  row first, text and cond given per row), guided back to x's batch."""
+  xs = x.repeat(rows, 1, 1, 1)
+  down, mid = controlnet(xs, t, text, cond, return_dict=False)
+  out = unet(xs, t, text, down_block_additional_residuals=down,
+             mid_block_additional_residual=mid).sample
+  return out[1:] + guidance * (out[:1] - out[1:]) if rows == 2 else out
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--width", type=float, default=0.2, help="channel multiplier vs SD1.5")
@@ -77,12 +89,7 @@ def main() -> None:
     x = tz
     with torch.no_grad():
       for t in scheduler.timesteps:
-        xs = x.repeat(rows, 1, 1, 1)
-        down, mid = ref_cn(xs, t, ttext, tcond, return_dict=False)
-        out = ref_unet(xs, t, ttext, down_block_additional_residuals=down,
-                       mid_block_additional_residual=mid).sample
-        if args.cfg:
-          out = out[1:] + guidance * (out[:1] - out[1:])
+        out = reference_denoise(ref_unet, ref_cn, x, t, ttext, tcond, rows, guidance)
         x = scheduler.step(out, t, x).prev_sample
     return x.numpy().transpose(0, 2, 3, 1)
 

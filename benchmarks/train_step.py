@@ -56,10 +56,9 @@ def reduced(width: float):
   return dataclasses.replace(geometry(width), cross_attention_dim=hidden), vae, text
 
 
-def build_ours(args, configs):
-  """(one step -> loss, compiled step, compile s, jitted degradation alone, host batch,
-  fusion)."""
-  # A random backbone of the reduced geometry, set up as the trainer sets up its own.
+def build_experiment(args, configs):
+  """(experiment, config, fresh state, device batch, host batch, the step function): the
+  trainer's own setup of a random backbone of the reduced geometry."""
   backbone_lib.GEOMETRIES["bench"] = backbone_lib.Geometry(*((lambda c=c: c) for c in configs))
   config = load_config("configs/tip.py:sd15", {
       "model.backbone": "random", "model.geometry": "bench", "model.dtype": args.dtype,
@@ -79,8 +78,15 @@ def build_ours(args, configs):
            "index": np.arange(args.batch, dtype=np.int32)}
   batch = exp.global_batch(local)
   local["restoration_prompt"] = prompts  # host-only, as in the pipeline's batches
-  train_step = step_lib.make_train_step(exp.components, config, exp.tx, exp.mesh, dc,
-                                        exp.batch_axes)
+  train_step = step_lib.make_train_step(exp.task, config, exp.tx)
+  return exp, config, state, batch, local, train_step
+
+
+def build_ours(args, configs):
+  """(one step -> loss, compiled step, compile s, jitted degradation alone, host batch,
+  fusion)."""
+  exp, config, state, batch, local, train_step = build_experiment(args, configs)
+  dc = exp.degrade_config
   start = time.perf_counter()  # as the trainer compiles it: ahead of time, state donated
   compiled = jax.jit(train_step, out_shardings=(exp.state_shardings, None),
                      donate_argnums=(0,)).lower(state, exp.frozen, batch).compile()
@@ -97,14 +103,12 @@ def build_ours(args, configs):
   return run, compiled, compile_s, lambda: degrade_fn(batch), local, config.model.fusion
 
 
-def build_reference(configs, local: dict, degraded: np.ndarray, dtype: str):
-  """diffusers' UNet, ControlNet, VAE and transformers' CLIP at our geometry, and a step."""
+def reference_models(configs, device: torch.device, weight_dtype: torch.dtype):
+  """diffusers' UNet, ControlNet (training), VAE and transformers' CLIP at our geometry, the
+  frozen three cast to `weight_dtype` as train_controlnet.py does."""
   import diffusers  # test/benchmark-only reference
   import transformers
   ucfg, vcfg, tcfg = configs
-  device = torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available()
-                        else "cpu")
-  weight_dtype = getattr(torch, dtype)
   torch.manual_seed(0)
   unet = diffusers.UNet2DConditionModel(
       block_out_channels=ucfg.block_out_channels, attention_head_dim=ucfg.attention_head_dim,
@@ -118,6 +122,18 @@ def build_reference(configs, local: dict, degraded: np.ndarray, dtype: str):
   text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**dataclasses.asdict(tcfg)))
   for frozen in (unet, vae, text):  # as the script: frozen, cast to the weight dtype
     frozen.requires_grad_(False).eval().to(device, weight_dtype)
+  return unet, controlnet, vae, text
+
+
+def build_reference(configs, local: dict, degraded: np.ndarray, dtype: str,
+                    models: tuple | None = None):
+  """diffusers' models at our geometry (`reference_models`, or `models` made by it on this
+  device) and a training step."""
+  import diffusers  # test/benchmark-only reference
+  device = torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available()
+                        else "cpu")
+  weight_dtype = getattr(torch, dtype)
+  unet, controlnet, vae, text = models or reference_models(configs, device, weight_dtype)
   scheduler = diffusers.DDPMScheduler()
   opt = torch.optim.AdamW(controlnet.parameters(), lr=5e-5, betas=(0.9, 0.999),
                           weight_decay=1e-2, eps=1e-8)

@@ -23,6 +23,11 @@ that names none (`""`, `controlnet_sr`, ...) uses `tiny`, the one that runs anyw
                    tip-train --config configs/tip.py:sd15,no_params --workdir ...
   modulate_up    modulation on the skips and on the decoder features (Tab. 6, last row).
                    tip-train --config configs/tip.py:sd15,modulate_up --workdir ...
+
+Sweeps, for the launchers (`launch/`, README "Pods: launching on TPU"): `sweep()` is the
+full model and its three ablations on the launched base, `sweep_seeds()` three seeds;
+each point is a trainer + evaluator pair with its own workdir.
+           python -m launch.xm_launch --config configs/tip.py:sd15 --sweep=sweep ...
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ ABLATIONS = ("controlnet_sr", "no_params", "modulate_up")
 
 def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.task = "tip"                # what is trained: TIP's ControlNet (configs/prior.py
+                                # pretrains a backbone's VAE or UNet in the same trainer)
   c.seed = 0
   c.total_steps = 100_000
   c.batch_size = 256            # global, over all hosts
@@ -187,3 +194,17 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.model.fusion = "modulate_skip_and_up"
   c.name = "_".join([base] + [p for p in parts if p in ABLATIONS])
   return c
+
+
+def sweep():
+  """The full model beside the paper's ablations (Tab. 5/6), on the launched base: each
+  point adds one ablation to the config's argument (see `experiment.config.load_sweep`)."""
+  yield {}
+  for ablation in ABLATIONS:
+    yield {"config": ablation}
+
+
+def sweep_seeds():
+  """The launched config with three seeds: the run-to-run spread behind a table's digits."""
+  for seed in range(3):
+    yield {"seed": seed}

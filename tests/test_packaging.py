@@ -19,7 +19,9 @@ def test_wheel_ships_the_bpe_table_and_the_scripts(tmp_path):
   assert "tip_jax/third_party/clip_bpe/LICENSE" in names
   scripts = next(n for n in names if n.endswith("entry_points.txt"))
   lines = [line for line in wheel.read(scripts).decode().splitlines() if "=" in line]
-  assert len(lines) == 9 and all("= tip_jax.cli." in line for line in lines), lines
+  assert len(lines) == 11 and all("= tip_jax.cli." in line for line in lines), lines
   assert "tip-convert-inception = tip_jax.cli.convert_inception:run" in lines, lines
   assert "tip-eval = tip_jax.cli.eval:run" in lines, lines
   assert "tip-make-benchmark = tip_jax.cli.make_benchmark:run" in lines, lines
+  assert "tip-demo = tip_jax.cli.demo:run" in lines, lines
+  assert "tip-export-backbone = tip_jax.cli.export_backbone:run" in lines, lines

@@ -6,12 +6,14 @@ one line do not import each other). `.importlinter` states the same contract and
 
     main                      `python -m tip_jax.main` (= tip-train)
     cli                       every console script, flags defined once
-    train | eval              the training step and loop, sample grids | the evaluator
-                              job, benchmark sets, scoring folders of images
+    train | eval | demo       the training step and loop (TIP, or pretraining a backbone),
+                              sample grids, backbone export | the evaluator job,
+                              benchmark sets, scoring folders of images | the web
+                              demo's page (gradio) around a restorer
     restore                   pure batched sampling programs + TIPRestorer
     experiment                shared by trainer, evaluator and restorer: config loading,
-                              components, sharding, state, checkpoints, loss, setup
-    convert | data            weight files -> params | the Grain input pipeline
+                              components, tasks, sharding, state, checkpoints, losses, setup
+    convert | data            weight files <-> params | the Grain input pipeline
     metrics                   PSNR, SSIM, LPIPS, FID (Inception), CLIP-I/-T: pure,
                               batched; also what pretraining losses reuse (LPIPS)
     models                    Flax models and the frozen Backbone

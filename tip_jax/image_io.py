@@ -4,10 +4,11 @@ grids (CLIs, trainer samples, evaluator)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import textwrap
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
@@ -23,17 +24,31 @@ def _umask() -> int:
   return mask
 
 
-def read_rgb(path: str) -> np.ndarray:
-  """uint8 (H, W, 3); decodes the whole file, so a truncated one fails here, not later."""
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[Image.Image]:
+  """The file as a PIL image, any failure to open or decode it as one ImageError line."""
   try:
     with Image.open(path) as im:
-      return np.asarray(im.convert("RGB"))
+      yield im
   except FileNotFoundError:
     raise ImageError(f"{path}: no such file") from None
   except IsADirectoryError:
     raise ImageError(f"{path}: is a folder, not an image") from None
-  except (UnidentifiedImageError, OSError, ValueError) as e:
+  except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
     raise ImageError(f"{path}: not a readable image ({e})") from None
+
+
+def read_rgb(path: str) -> np.ndarray:
+  """uint8 (H, W, 3); decodes the whole file, so a truncated one fails here, not later."""
+  with _opened(path) as im:
+    return np.asarray(im.convert("RGB"))
+
+
+def image_size(path: str) -> tuple[int, int]:
+  """(width, height) from the file's header alone: what a server checks against its
+  limits before it spends memory decoding an upload."""
+  with _opened(path) as im:
+    return im.size
 
 
 def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:

@@ -65,19 +65,34 @@ class Layout:
     restoration cfg."""
     return 1 + self.cfg + self.restoration_cfg
 
+  @property
+  def control_rows(self) -> tuple[int, ...]:
+    """Each model row's ControlNet row. The ControlNet sees (z_t, t, c_r, y) only, so the
+    unconditional-semantic row (∅, c_r) has row 0's inputs and takes row 0's output;
+    (c_s, "") has its own."""
+    return (0,) * (1 + self.cfg) + (1,) * self.restoration_cfg
+
 
 def _guided(unet: nn.Module, controlnet: ControlNetModel, layout: Layout):
   """guided(consts, x, y): the guided model output for latents (or latent tiles) x of a
   batch and their images y; consts = (params, t, semantic, restoration, scales) with
-  (B, rows, L, D) prompt states."""
+  (B, rows, L, D) prompt states. The ControlNet runs on the distinct `control_rows` only."""
+  take = np.asarray(layout.control_rows)
+  first = np.unique(take, return_index=True)[1]  # the model row each ControlNet row has
+  n = len(first)
 
   def guided(consts, x, y):
     params, t, semantic, restoration, scales = consts
     batch, rows = semantic.shape[:2]
-    flat = lambda e: e.reshape((batch * rows,) + e.shape[2:])  # noqa: E731
-    out = tip.predict(unet, controlnet, params["unet"], params["controlnet"],
-                      jnp.repeat(x, rows, 0), jnp.full((batch * rows,), t), flat(semantic),
-                      flat(restoration), jnp.repeat(y, rows, 0), scales[2])
+    flat = lambda e: e.reshape((-1,) + e.shape[2:])  # noqa: E731
+    control = controlnet.apply({"params": params["controlnet"]}, jnp.repeat(x, n, 0),
+                               jnp.full((batch * n,), t), flat(restoration[:, first]),
+                               jnp.repeat(y, n, 0))
+    control = jax.tree.map(lambda c: flat(c.reshape((batch, n) + c.shape[1:])[:, take]),
+                           control)
+    out = tip.denoise(unet, params["unet"], jnp.repeat(x, rows, 0),
+                      jnp.full((batch * rows,), t), flat(semantic), control,
+                      controlnet.config.fusion, scales[2])
     out = out.reshape((batch, rows) + out.shape[1:])
     m = out[:, 0]
     if layout.cfg:
@@ -169,10 +184,12 @@ class TIPRestorer:
 
   @classmethod
   def from_checkpoint(cls, path: str, step: int | None = None, use_ema: bool = True,
-                      **kwargs) -> TIPRestorer:
-    """A trained TIP checkpoint (EMA params only are read) and the backbone it names."""
+                      backbone: str | None = None, **kwargs) -> TIPRestorer:
+    """A trained TIP checkpoint (EMA params only are read) and the backbone it names, or
+    `backbone`: the same diffusers folder at another path (a checkpoint moved to another
+    machine, e.g. a Colab runtime)."""
     from tip_jax.experiment.checkpoint import load_for_inference  # pulls in orbax/grain
-    loaded = load_for_inference(path, step=step, use_ema=use_ema)
+    loaded = load_for_inference(path, step=step, use_ema=use_ema, backbone=backbone)
     use = loaded.config.prompts
     return cls(loaded.backbone, loaded.controlnet, loaded.controlnet_params,
                resolution=loaded.resolution, degrade_config=loaded.degrade_config,
@@ -295,7 +312,13 @@ class TIPRestorer:
     logging.info("restoring %d image(s) of %dx%d: %d step(s) of %s, %s", n, width, height,
                  plan.steps, sampler,
                  f"{len(layout.tiles)} tiles" if layout.tiles else "untiled")
-    latent = sample_latents(self._params(), start, padded, sem_states, res_states, plan, scales,
+    params = self._params()
+    tile_mesh = tiling.tile_mesh(layout.devices)
+    if tile_mesh is not None:  # params from a checkpoint sit on one device: replicate all
+      params, start, padded, sem_states, res_states = jax.device_put(
+          (params, start, jnp.asarray(padded), sem_states, res_states),
+          jax.sharding.NamedSharding(tile_mesh, jax.sharding.PartitionSpec()))
+    latent = sample_latents(params, start, padded, sem_states, res_states, plan, scales,
                             unet=self.backbone.unet.module, controlnet=self.controlnet,
                             layout=layout)
     out = decode(vae.params, latent, vae=vae.module, layout=layout)[:, :height, :width]

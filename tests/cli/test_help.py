@@ -18,6 +18,9 @@ SCRIPTS = {
     "tip-eval": ["--pred", "--ref", "--captions", "--metrics", "--json", "--inception", "--clip"],
     "tip-make-benchmark": ["--kind", "--images", "--captions", "--out", "--count", "--size",
                            "--seed"],
+    "tip-demo": ["--checkpoint", "--host", "--port", "--max_upload_mb", "--max_side", "--steps",
+                 "--seed"],
+    "tip-export-backbone": ["--step", "--ema", "--scale_images", "--overwrite"],
 }
 
 
@@ -48,5 +51,5 @@ def test_every_script_loads_in_one_process():
   DuplicateFlagError on the second import)."""
   import importlib
   for name in ("train", "restore", "walk", "degrade", "prepare", "models", "convert_inception",
-               "make_benchmark", "eval"):
+               "make_benchmark", "eval", "demo", "export_backbone"):
     assert callable(importlib.import_module(f"tip_jax.cli.{name}").run)

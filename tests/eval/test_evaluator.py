@@ -24,7 +24,8 @@ PARTS = re.compile(r"step (\d+): (\S+/\S+) \(")
 
 def _start(args, log_path, mode="train"):
   log = open(log_path, "w")
-  return subprocess.Popen([sys.executable, "-m", "tip_jax.main", f"--mode={mode}", *args],
+  return subprocess.Popen([sys.executable, "-m", "tip_jax.main", f"--mode={mode}", *args,
+                           "--alsologtostderr"],
                           env=subprocess_env(devices=1), stdout=log, stderr=log, cwd=ROOT)
 
 
@@ -73,8 +74,10 @@ def test_evaluator_follows_training_once_per_checkpoint_across_a_sigkill(tmp_pat
 
 def test_a_checkpoint_deleted_before_it_is_read_is_skipped(tmp_path):
   from tip_jax.train import trainer
-  config = tiny_config(total_steps=2, checkpoint_every_steps=2, **EVAL_OVERRIDES,
-                       **{"evals.val_source": "demo", "evals.val_batches": 2})
+  # Batches of 3 for 4 images: the last is padded to 3 and cut back to 1.
+  config = tiny_config(total_steps=2, checkpoint_every_steps=2, **{
+      **EVAL_OVERRIDES, "evals.batch_size": 3, "evals.val_source": "demo",
+      "evals.val_batches": 2})
   trainer.train(config, str(tmp_path))
   job = evaluator.Evaluator(config, str(tmp_path))
   assert job.evaluate(4) is None           # never written (or already collected)

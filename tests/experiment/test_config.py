@@ -4,7 +4,7 @@ import pytest
 
 from tip_jax.data.config import DataConfig
 from tip_jax.errors import ConfigError
-from tip_jax.experiment.config import load_config
+from tip_jax.experiment.config import load_config, load_sweep
 
 
 def test_overrides_and_the_one_base_rule():
@@ -22,3 +22,22 @@ def test_unknown_fields_and_files_are_config_errors():
     load_config("configs/tip.py:tiny", {"optim.lrr": 1.0})
   with pytest.raises(ConfigError, match="no such config file"):
     load_config("configs/nope.py:tiny")
+
+
+def test_sweeps_of_the_config_file(tmp_path):
+  # sweep(): the full model and the paper's ablations, added to the launched base.
+  assert load_sweep("configs/tip.py:sd15") == [
+      ("configs/tip.py:sd15", {}), ("configs/tip.py:sd15,controlnet_sr", {}),
+      ("configs/tip.py:sd15,no_params", {}), ("configs/tip.py:sd15,modulate_up", {})]
+  assert [load_config(s, o).name for s, o in load_sweep("configs/tip.py")] == [
+      "tiny", "tiny_controlnet_sr", "tiny_no_params", "tiny_modulate_up"]
+  assert load_sweep("configs/tip.py:tiny", "sweep_seeds") == [
+      ("configs/tip.py:tiny", {"seed": s}) for s in range(3)]
+  # Every point is loaded up front: a typo or an unknown function fails at once.
+  bad = tmp_path / "bad.py"
+  bad.write_text(open("configs/tip.py").read() + "\n\ndef sweep_typo():\n"
+                 "  return [{'seed': 1}, {'optim.lrr': 1.0}]\n")
+  with pytest.raises(ConfigError, match="no field 'optim.lrr'"):
+    load_sweep(f"{bad}:tiny", "sweep_typo")
+  with pytest.raises(ConfigError, match="defines no sweep function 'sweep_nope'"):
+    load_sweep("configs/tip.py", "sweep_nope")

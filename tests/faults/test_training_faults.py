@@ -172,7 +172,8 @@ def test_a_dying_data_worker_stops_with_one_line_and_the_restart_is_exact(straig
   proc = _worker(workdir, f"--dump_params={dump}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   _clean(proc.stderr)
-  assert re.search(r"resuming from step [36] ", proc.stderr)
+  assert re.search(r"resuming from step [36] ",
+                   (workdir / "logs" / "tip-train.INFO").read_text())  # INFO: the log file
   resumed = dict(np.load(f"{dump}.0.npz"))
   _same(resumed, {"/".join(k): v for k, v in straight[1].items()})
 

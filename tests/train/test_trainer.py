@@ -5,6 +5,7 @@ the `tip-train` subprocesses some tests start (see conftest).
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -111,19 +112,29 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
 
 
 def test_sigterm_saves_the_current_step_and_exits_0(tmp_path):
+  """Also the console as a person sees it: INFO logs go to workdir/logs, the console
+  keeps the warnings and where things were written."""
   workdir = tmp_path / "run"
-  log = open(tmp_path / "stderr.txt", "w+")
+  console = tmp_path / "console.txt"
+  log_file = workdir / "logs" / "tip-train.INFO"
   proc = subprocess.Popen(
       [sys.executable, "-m", "tip_jax.main", *flags_for(total_steps=10_000,
                                                         checkpoint_every_steps=10_000),
-       f"--workdir={workdir}"], env=subprocess_env(), stderr=log, stdout=log, cwd=ROOT)
+       f"--workdir={workdir}"], env=subprocess_env(), stderr=subprocess.STDOUT,
+      stdout=open(console, "w"), cwd=ROOT)
   deadline = time.time() + 600
-  while "train step compiled" not in (tmp_path / "stderr.txt").read_text():
-    assert proc.poll() is None and time.time() < deadline, (tmp_path / "stderr.txt").read_text()
+  while not log_file.exists() or "train step compiled" not in log_file.read_text():
+    assert proc.poll() is None and time.time() < deadline, console.read_text()
     time.sleep(0.5)
   time.sleep(2)
   proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+  assert proc.wait(timeout=300) == 0, console.read_text()[-3000:]
+  ours = [line for line in console.read_text().splitlines() if line.startswith("tip-train: ")]
+  assert any("will save and stop" in line for line in ours), ours
+  assert ours[-1] == f"tip-train: log: {log_file}"
+  # What else reaches the console: TensorFlow's C++ start-up notes (via CLU), no INFO logs.
+  assert not [line for line in console.read_text().splitlines()
+              if line not in ours and not re.search(r"absl::InitializeLog|oneDNN", line)]
   steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
   assert len(steps) == 1 and 1 <= steps[0] < 10_000
   assert not checkpoint.is_complete(str(workdir))

@@ -11,11 +11,13 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import logging as std_logging
+import os
 import sys
 from types import ModuleType
 from typing import Callable, NoReturn, Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from tip_jax.errors import TipError
 
@@ -30,6 +32,27 @@ HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
 
 def fail(prog: str, message: str) -> NoReturn:
   sys.exit(f"{prog}: {message}")
+
+
+def log_to_file(prog: str, folder: str) -> str | None:
+  """INFO logs (tip_jax's and every library's) go to a file in `folder`; the console keeps
+  warnings and errors, one line each, so a person sees the progress bar and results.
+
+  Skipped (absl's console logging as usual) when --logtostderr, --alsologtostderr or
+  --verbosity is given. Returns the log file's path, or None.
+  """
+  given = flags.FLAGS
+  if given.logtostderr or given.alsologtostderr or given["verbosity"].present:
+    return None
+  os.makedirs(folder, exist_ok=True)
+  handler = logging.get_absl_handler()
+  handler.use_absl_log_file(prog, folder)
+  logging.set_stderrthreshold("fatal")  # the console handler below shows the warnings
+  console = std_logging.StreamHandler(sys.stderr)
+  console.setLevel(std_logging.WARNING)
+  console.setFormatter(std_logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
+  std_logging.getLogger().addHandler(console)
+  return os.path.join(folder, f"{prog}.INFO")
 
 
 def _flag_module(module: ModuleType) -> str:

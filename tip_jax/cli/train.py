@@ -16,6 +16,7 @@ stops after the final one (see tip_jax/eval/evaluator.py). On pods and clusters 
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags, logging
@@ -40,6 +41,8 @@ def main(argv: list[str]) -> None:
     common.fail(PROG, f"unexpected arguments {' '.join(argv[1:])}")
   if _CONFIG.value is None or not _WORKDIR.value:
     common.fail(PROG, "--config and --workdir are required")
+  workdir = _WORKDIR.value
+  log_file = common.log_to_file(PROG, os.path.join(workdir, "logs"))
   # deferred: JAX starts only for real work
   from tip_jax.experiment import checkpoint_files, distributed
   checkpoint_files.quiet_background_failures()
@@ -48,10 +51,21 @@ def main(argv: list[str]) -> None:
   logging.info("config:\n%s", _CONFIG.value)
   if _MODE.value == "eval":
     from tip_jax.eval import evaluator
-    evaluator.evaluate(_CONFIG.value, _WORKDIR.value)
+    done = evaluator.evaluate(_CONFIG.value, workdir)
+    lines = [f"scored {len(done)} checkpoint(s): "
+             f"{os.path.join(workdir, 'eval', 'step_*', 'results.md')}"]
   else:
     from tip_jax.train import trainer
-    trainer.train(_CONFIG.value, _WORKDIR.value)
+    state = trainer.train(_CONFIG.value, workdir)
+    lines = [f"trained to step {int(state.step)}: checkpoints in "
+             f"{os.path.join(workdir, 'checkpoints')}",
+             f"TensorBoard: tensorboard --logdir {workdir}"]
+    if os.path.isdir(os.path.join(workdir, "samples")):
+      lines.insert(1, f"sample grids in {os.path.join(workdir, 'samples')}")
+  if log_file:
+    lines.append(f"log: {log_file}")
+  for line in lines:
+    print(f"{PROG}: {line}")
 
 
 def run() -> None:

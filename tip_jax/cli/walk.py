@@ -40,6 +40,21 @@ def walk_prompts(rows: str, row_values: list[str], cols: str, col_values: list[s
           for r in row_values]
 
 
+def walk_grid(image: np.ndarray, label: str, grid: list[list[str]],
+              restored: list[np.ndarray]) -> Image.Image:
+  """The walk as one labelled image: the input (under `label`) alone on the top row,
+  then the uint8 restorations, row by row, each under its prompt (`grid`)."""
+  # Every cell is shown at the first one's size: walking an "Upsample to" clause changes
+  # the output size along that axis, and the input is smaller still.
+  size = restored[0].shape[1::-1]
+  as_tile = lambda a: np.asarray(Image.fromarray(a).resize(size, Image.BICUBIC)) / 255.0  # noqa: E731
+  columns = len(grid[0])
+  shown = as_tile(image)
+  header = [shown] + [np.ones_like(shown)] * (columns - 1)
+  labels = [label] + [""] * (columns - 1) + [p for line in grid for p in line]
+  return labelled_grid(header + [as_tile(a) for a in restored], labels, columns)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) != 2:
     common.fail(PROG, f"give exactly one INPUT image (usage: {PROG} INPUT --checkpoint CKPT "
@@ -63,16 +78,8 @@ def main(argv: list[str]) -> None:
 
   restored = [restorer.restore(image, restoration_prompt=p, **sampling.restore_options())
               for p in tqdm(cells, desc=PROG, unit="cell", disable=None)]
-  # Every cell is shown at the first one's size: walking an "Upsample to" clause changes
-  # the output size along that axis, and the input is smaller still.
-  size = restored[0].shape[1::-1]
-  as_tile = lambda a: np.asarray(Image.fromarray(a).resize(size, Image.BICUBIC)) / 255.0  # noqa: E731
-  columns = len(grid[0])
-  shown = as_tile(image)
-  header = [shown] + [np.ones_like(shown)] * (columns - 1)
-  labels = [f"input: {os.path.basename(argv[1])}"] + [""] * (columns - 1) + cells
-  write_png(labelled_grid(header + [as_tile(a) for a in restored], labels, columns), out)
-  print(f"{PROG}: wrote {out}: {len(grid)}x{columns} restorations of {argv[1]}")
+  write_png(walk_grid(image, f"input: {os.path.basename(argv[1])}", grid, restored), out)
+  print(f"{PROG}: wrote {out}: {len(grid)}x{len(grid[0])} restorations of {argv[1]}")
 
 
 def run() -> None:

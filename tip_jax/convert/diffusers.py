@@ -1,4 +1,4 @@
-"""Diffusers-format folders (config.json + safetensors) -> Flax modules and param trees.
+"""Diffusers-format folders (config.json + safetensors) <-> Flax modules and param trees.
 
 No torch: tensors are read with `safetensors.numpy`. Conversion is a rename plus a
 transpose, because the Flax modules use diffusers' / transformers' module names:
@@ -9,6 +9,10 @@ mis-shaped key stops the load with one error that names it.
 
 The same rules load a transformers `CLIPModel` folder (component "clip"), whose
 weights the CLIP-I/-T scorer reads (`tip_jax.convert.clip`).
+
+`save_backbone` is the way back (a backbone tip_jax pretrained -> a folder diffusers
+and transformers read): each Flax path is renamed by `_torch_key`, which must map back
+through `_flax_path` to the same path, so the two directions share one set of rules.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax.traverse_util import flatten_dict, unflatten_dict
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save
 
 from tip_jax.errors import CheckpointError
+from tip_jax.image_io import write_atomically
 from tip_jax.models import params as params_lib
 from tip_jax.models.backbone import Backbone, Part
 from tip_jax.models.layers import ModelOptions
@@ -79,6 +84,14 @@ COMPONENTS = {
 
 # Attention names of diffusers < 0.14 VAEs, still found in many converted checkpoints.
 _LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out_0"}
+# Torch module names that end in `_<digits>` themselves (the UNet's time_embedding.linear_1);
+# everywhere else `name_<i>` is entry i of a module list (`to_out.0`, `down_blocks.1`).
+_SUFFIXED_NAMES = ("linear_1", "linear_2")
+# What `model_index.json` names for the model parts of an exported folder.
+_PIPELINE_CLASSES = {"unet": ("diffusers", "UNet2DConditionModel"),
+                     "vae": ("diffusers", "AutoencoderKL"),
+                     "text_encoder": ("transformers", "CLIPTextModel"),
+                     "tokenizer": ("transformers", "CLIPTokenizer")}
 
 
 def component_dir(path: str, name: str) -> str:
@@ -225,12 +238,81 @@ def load_backbone(path: str, options: ModelOptions | None = None) -> Backbone:
       scheduler_config = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise CheckpointError(f"{sched_file}: unreadable scheduler config ({e})") from None
-  unet = load_component(path, "unet", options)
-  prediction = scheduler_config.get("prediction_type", "epsilon")
-  unet = Part(unet.module.clone(config=dataclasses.replace(unet.module.config,
-                                                          prediction_type=prediction)),
-              unet.params)
-  return Backbone(unet=unet, vae=load_component(path, "vae", options),
-                  text_encoder=load_component(path, "text_encoder", options),
-                  tokenizer=load_tokenizer(os.path.join(path, "tokenizer")),
-                  scheduler_config=scheduler_config)
+  backbone = Backbone(unet=load_component(path, "unet", options),
+                      vae=load_component(path, "vae", options),
+                      text_encoder=load_component(path, "text_encoder", options),
+                      tokenizer=load_tokenizer(os.path.join(path, "tokenizer")),
+                      scheduler_config=scheduler_config)
+  return backbone.with_prediction_type(scheduler_config.get("prediction_type", "epsilon"))
+
+
+def _torch_key(path: tuple[str, ...]) -> str:
+  """A Flax param path -> its torch state-dict key (without a `strip_prefix`, as
+  transformers 5 writes); the inverse of `_flax_path`."""
+  parts = []
+  for p in path[:-1]:
+    head, _, index = p.rpartition("_")
+    parts += [head, index] if head and index.isdigit() and p not in _SUFFIXED_NAMES else [p]
+  leaf = path[-1]
+  return ".".join(parts + ["weight" if leaf in ("kernel", "scale", "embedding") else leaf])
+
+
+def to_state_dict(params: dict, name: str) -> dict[str, np.ndarray]:
+  """`convert_state_dict`'s inverse: a param tree -> torch-named float32 arrays in
+  torch layout (conv kernels OIHW, linear kernels (out, in))."""
+  component = COMPONENTS[name]
+  flat = flatten_dict(params)
+  out = {}
+  for path, value in flat.items():
+    key = _torch_key(path)
+    if _flax_path(key, component, flat) != path:  # a name the rules above cannot invert
+      raise ValueError(f"{name}: param {'/'.join(path)} has no torch name that reads back")
+    value = np.asarray(value, np.float32)
+    if path[-1] == "kernel":
+      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+    out[key] = np.ascontiguousarray(value)
+  return out
+
+
+def _write_json(path: str, obj: dict) -> None:
+  text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+  write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def save_component(folder: str, name: str, config: dict, params: dict) -> None:
+  """Writes `folder/config.json` and the safetensors file diffusers / transformers read."""
+  os.makedirs(folder, exist_ok=True)
+  _write_json(os.path.join(folder, "config.json"), config)
+  blob = save(to_state_dict(params, name), metadata={"format": "pt"})
+  write_atomically(os.path.join(folder, f"{COMPONENTS[name].weights_name}.safetensors"),
+                   lambda f: f.write(blob))
+
+
+def save_backbone(backbone: Backbone, path: str) -> None:
+  """Writes `backbone` as a diffusers Stable Diffusion folder: unet/, vae/,
+  text_encoder/ (safetensors, float32), tokenizer/, scheduler/ and model_index.json,
+  which `load_backbone`, diffusers' `from_pretrained` (models and pipeline) and
+  transformers' `CLIPTextModel.from_pretrained` read."""
+  from tip_jax.models.tokenizer import save_tokenizer  # transformers is slow to import
+
+  tok = backbone.tokenizer
+  save_component(os.path.join(path, "unet"), "unet",
+                 backbone.unet.module.config.to_diffusers(), backbone.unet.params)
+  save_component(os.path.join(path, "vae"), "vae",
+                 backbone.vae.module.config.to_diffusers(), backbone.vae.params)
+  save_component(os.path.join(path, "text_encoder"), "text_encoder",
+                 backbone.text_encoder.module.config.to_transformers(
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id),
+                 backbone.text_encoder.params)
+  save_tokenizer(tok, os.path.join(path, "tokenizer"))
+  scheduler = {"_class_name": "DDIMScheduler", **backbone.scheduler_config,
+               "prediction_type": backbone.prediction_type}
+  os.makedirs(os.path.join(path, "scheduler"), exist_ok=True)
+  _write_json(os.path.join(path, "scheduler", "scheduler_config.json"), scheduler)
+  _write_json(os.path.join(path, "model_index.json"), {
+      "_class_name": "StableDiffusionPipeline", "requires_safety_checker": False,
+      "safety_checker": [None, None], "feature_extractor": [None, None],
+      **{k: list(v) for k, v in _PIPELINE_CLASSES.items()},
+      "scheduler": ["diffusers", scheduler["_class_name"]]})
+  logging.info("wrote a diffusers Stable Diffusion folder to %s", path)

@@ -171,6 +171,12 @@ class Evaluator:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                devices: Sequence[jax.Device] | None = None):
+    if jax.process_count() > 1:
+      raise ConfigError(f"the evaluator runs as one process over its host's devices, not "
+                        f"{jax.process_count()}: start it on a single-host machine")
+    if config.task != "tip":
+      raise ConfigError(f"task={config.task!r}: the evaluator scores TIP runs; a pretraining "
+                        "run's metrics and sample grids are in its workdir")
     self.config, self.workdir, self.evals = config, workdir, config.evals
     self.folder = os.path.join(workdir, "eval")
     os.makedirs(self.folder, exist_ok=True)
@@ -289,15 +295,24 @@ class Evaluator:
   def _score(self, restorer: TIPRestorer, eval_set: sets.EvalSet, mode: Mode,
              step: int) -> dict[str, dict]:
     tally, shown = scoring.Tally(self.scorer), []
-    for batch in self._batches(eval_set):
+    size = int(self.evals.batch_size)
+    total = -(-len(eval_set) // size)
+    for number, batch in enumerate(self._batches(eval_set), 1):
       semantic, restoration = mode.prompts(batch)
+      n = len(batch.ids)
+      # A short last batch is padded to the full size: one compiled program per set.
+      fill = lambda xs: list(xs) + [xs[-1]] * (size - n)  # noqa: E731
       restored = restorer.restore_batch(
-          batch.inputs, semantic, restoration, steps=int(self.evals.steps),
-          guidance=float(self.evals.guidance), seed=[self._seed(i) for i in batch.ids],
-          upsample=False, batch_sharding=self.batch_sharding)
+          np.concatenate([batch.inputs, np.repeat(batch.inputs[-1:], size - n, 0)]),
+          fill(semantic), fill(restoration), steps=int(self.evals.steps),
+          guidance=float(self.evals.guidance), seed=fill([self._seed(i) for i in batch.ids]),
+          upsample=False, batch_sharding=self.batch_sharding)[:n]
       tally.add(restored, batch.gt, batch.captions, ref_features=False)
-      for i in range(min(len(batch.ids), int(self.evals.num_grid) - len(shown))):
+      for i in range(min(n, int(self.evals.num_grid) - len(shown))):
         shown.append((batch.inputs[i], restored[i], batch.gt[i], semantic[i], restoration[i]))
+      if number % max(1, total // 10) == 0 and number < total:
+        logging.info("step %d: %s/%s: %d of %d batches", step, eval_set.name, mode.name,
+                     number, total)
     if shown and jax.process_index() == 0:
       self._grid(step, eval_set.name, mode.name, shown)
     return tally.result(self._ref_stats(eval_set))

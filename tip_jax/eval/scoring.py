@@ -82,8 +82,10 @@ class Scorer:
         loaded["inception"] = inception_lib.load_inception(inception)
       elif name in ("clip_i", "clip_t") and "clip" not in loaded:
         if not clip:
-          logging.warning("%s left out: it needs %s (--clip / evals.clip)", name,
-                          _NEEDS[name])
+          both = [m for m in wanted if m.startswith("clip")]
+          if name == both[-1]:  # one line for clip_i and clip_t
+            logging.warning("%s left out: it needs %s (--clip / evals.clip)",
+                            " and ".join(both), _NEEDS[name])
           continue
         loaded["clip"] = load_clip(clip)
       kept.append(name)

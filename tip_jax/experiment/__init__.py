@@ -8,5 +8,7 @@
     checkpoint.py   per-role checkpoint items, inference loading, the new-checkpoint iterator
     checkpoint_files.py  what is wrong with a checkpoint's files, in one line
     loss.py         device_batch and loss_fn (pure)
+    pretrain.py     the backbone's own losses (VAE, text-to-image UNet), for pretraining it
+    tasks.py        what config.task trains (tip | vae | unet): module, init, frozen, loss
     setup.py        setup(config, workdir) -> Experiment
 """

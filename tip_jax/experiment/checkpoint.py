@@ -3,7 +3,8 @@
 One Orbax `CheckpointManager`; each step holds one item per role, so a job restores
 only what it needs (the restorer and the evaluator: `ema_params`, onto their own
 devices; the trainer: everything):
-  params       the ControlNet params being trained (E' and fusion convs included)
+  params       the params being trained: the ControlNet's (E' and fusion convs included),
+               or, for a pretraining run (`config.task` vae | unet), the VAE's or UNet's
   ema_params   their exponential moving average: what inference uses
   opt_state    AdamW's state, with `step` and `skipped` (the counters of `TrainState`)
   data         the Grain iterator's position (one JSON file per process)
@@ -12,14 +13,16 @@ The frozen backbone is referenced by the config (`model.backbone` folder, or a r
 backbone that is a function of the seed), never re-saved. After the final save the
 trainer writes `checkpoints/train_complete` holding the last step; `checkpoints()`
 is how an evaluator follows a running trainer and knows when to stop.
+`load_for_inference` reads a TIP run for restoring, `load_pretrained_backbone` a
+pretraining run for `tip-export-backbone`.
 
 Faults (README "When things go wrong"): every job reads through `read_newest`, which
 names the step and the file that cannot be read, and falls back to an older step (the
 trainer sets the bad one aside as `<step>.corrupt`, the evaluator skips it) or stops
-with one line (the restorer). A save the operating system refuses (full disk,
-permissions) stops training with one line naming the step, the folder and the size of a
-checkpoint; the earlier checkpoints stay, and the unfinished folder is removed when the
-next trainer opens the folder (`checkpoint_files`).
+with one line (the restorer, `tip-export-backbone`). A save the operating system
+refuses (full disk, permissions) stops training with one line naming the step, the
+folder and the size of a checkpoint; the earlier checkpoints stay, and the unfinished
+folder is removed when the next trainer opens the folder (`checkpoint_files`).
 
 Checkpoints written before this layout (one `state` item) are not read: nothing had
 been released with it.
@@ -32,6 +35,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
+import flax.linen as nn
 import grain
 import jax
 import ml_collections
@@ -46,6 +50,7 @@ from tip_jax.experiment import components as components_lib
 from tip_jax.experiment import distributed
 from tip_jax.experiment import sharding
 from tip_jax.experiment import state as state_lib
+from tip_jax.experiment import tasks as tasks_lib
 from tip_jax.models import params as params_lib
 from tip_jax.models.backbone import Backbone
 from tip_jax.models.controlnet import ControlNetModel
@@ -291,11 +296,11 @@ def read_config(mngr: ocp.CheckpointManager, step: int) -> ml_collections.Config
       mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
 
 
-def load_params(mngr: ocp.CheckpointManager, step: int, controlnet: ControlNetModel,
+def load_params(mngr: ocp.CheckpointManager, step: int, module: nn.Module,
                 item: str = "ema_params", shardings: Any = None) -> dict:
-  """One params item of `step` alone (no optimizer state is read), placed as `shardings`
-  say (default: the first local device)."""
-  shapes = params_lib.param_shapes(controlnet)
+  """One params item of `step` alone (no optimizer state is read), shaped as `module`'s
+  params and placed as `shardings` say (default: the first local device)."""
+  shapes = params_lib.param_shapes(module)
   if shardings is None:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shardings = jax.tree.map(lambda _: device, shapes)
@@ -307,14 +312,8 @@ def load_params(mngr: ocp.CheckpointManager, step: int, controlnet: ControlNetMo
       item: ocp.args.StandardRestore(sharding.abstract(shapes, shardings))}))[item]
 
 
-def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
-                       backbone: str | None = None) -> Trained:
-  """A trained TIP (EMA params by default) with its backbone, on the default device.
-
-  Reads the config and one params item: no optimizer state. `backbone` overrides the
-  folder the config names, for checkpoints moved between machines. Raises
-  `CheckpointError` with one line for anything that is not such a run.
-  """
+def _open(path: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
+  """The read-only manager of a run's checkpoints and the step to read (default: latest)."""
   root, named_step = _checkpoint_root(path)
   step = named_step if step is None else step
   mngr = _manager(root, ocp.CheckpointManagerOptions(read_only=True, create=False))
@@ -324,18 +323,71 @@ def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
   step = mngr.latest_step() if step is None else step
   if step not in steps:
     raise CheckpointError(f"{path}: no checkpoint for step {step} (have {sorted(steps)})")
+  return mngr, int(step)
+
+
+def _read_run(path: str, step: int | None, use_ema: bool, tasks: tuple[str, ...],
+              other_task: str, backbone: str | None = None
+              ) -> tuple[ml_collections.ConfigDict, int, components_lib.Components, dict]:
+  """The config, step, components and trained params (EMA or not) of a run whose
+  `config.task` is one of `tasks`; `CheckpointError` with one line otherwise
+  (`other_task`, formatted with the run's task) or when a file cannot be read (named,
+  through `read_newest`). `backbone` replaces the folder the config names."""
+  mngr, step = _open(path, step)
   item = "ema_params" if use_ema else "params"
 
   def read(s: int) -> tuple[ml_collections.ConfigDict, components_lib.Components, dict]:
     config = read_config(mngr, s)
+    if config.task not in tasks:
+      raise CheckpointError(f"{path}: {other_task.format(task=config.task)}")
     if backbone is not None:
       config.model.backbone = backbone
     comps = components_lib.build(config)
-    return config, comps, load_params(mngr, s, comps.controlnet, item)
+    return config, comps, load_params(mngr, s, tasks_lib.trained_module(config, comps), item)
 
-  _, (config, comps, params) = read_newest(mngr, read, [step], ("config", item),
-                                           fall_back=False)
-  mngr.close()
+  try:
+    _, (config, comps, params) = read_newest(mngr, read, [step], ("config", item),
+                                             fall_back=False)
+  finally:
+    mngr.close()
+  return config, step, comps, params
+
+
+@dataclasses.dataclass
+class Pretrained:
+  """What a backbone pretraining run produced."""
+
+  config: ml_collections.ConfigDict
+  step: int
+  backbone: Backbone   # the config's backbone with the trained part's params
+
+
+def load_pretrained_backbone(path: str, step: int | None = None, use_ema: bool = True
+                             ) -> Pretrained:
+  """A pretraining run's backbone (`config.task` vae | unet): the one its config names,
+  with the trained part's params (EMA by default, float32) from the checkpoint. Raises
+  `CheckpointError` with one line for anything that is not such a run, or a checkpoint
+  file that cannot be read."""
+  config, step, comps, params = _read_run(
+      path, step, use_ema, ("vae", "unet"),
+      "a {task} run, not a backbone pretraining run (configs/prior.py)")
+  backbone = comps.backbone
+  return Pretrained(config, step, backbone.with_params({**backbone.params, config.task: params}))
+
+
+def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
+                       backbone: str | None = None) -> Trained:
+  """A trained TIP (EMA params by default) with its backbone, on the default device.
+
+  Reads the config and one params item: no optimizer state. `backbone` overrides the
+  folder the config names, for checkpoints moved between machines. Raises
+  `CheckpointError` with one line for anything that is not such a run, or a checkpoint
+  file that cannot be read.
+  """
+  config, step, comps, params = _read_run(
+      path, step, use_ema, ("tip",),
+      "a {task} pretraining run, not a TIP one (tip-export-backbone turns it into a "
+      "backbone folder)", backbone)
   return Trained(config=config, step=int(step), backbone=comps.backbone,
                  controlnet=comps.controlnet, controlnet_params=params,
                  resolution=int(config.data.resolution),

@@ -71,6 +71,8 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
     raise ConfigError("model.backbone is not set: give a diffusers Stable Diffusion folder "
                       f"(--config.model.backbone=/path/to/sd) or {RANDOM!r} for a random "
                       "backbone of model.geometry (CPU runs, tests, benchmarks)")
+  if config.task == "unet":  # the UNet being pretrained learns the prediction its config names
+    backbone = backbone.with_prediction_type(config.unet.prediction_type)
   controlnet = ControlNetModel(ControlNetConfig.tip(backbone.unet.module.config,
                                                     config.model.fusion), options)
   return Components(backbone=backbone, controlnet=controlnet)

@@ -4,6 +4,8 @@
 (degrade x → y, scale both to [-1, 1], one PRNG key per example); `loss_fn` is the
 ε- (or v-) prediction MSE of the frozen UNet steered by the ControlNet. The trainer
 differentiates `loss_fn`; the evaluator calls it as is for a validation loss.
+`noised_latents` (VAE posterior sample → z_t, t, target) is the part the UNet's
+pretraining loss (`tip_jax.experiment.pretrain`) shares.
 
 Every random draw of an example is keyed by (seed, step, record index), never by its
 position in the batch: the same example gets the same noise whatever the batch order,
@@ -27,6 +29,7 @@ from tip_jax.degrade.prompts import BLIND_PROMPT
 from tip_jax.diffusion.schedules import Schedule, add_noise, training_target
 from tip_jax.experiment.components import Components
 from tip_jax.models import tip
+from tip_jax.models.backbone import Backbone
 from tip_jax.models.tokenizer import tokenize
 
 Batch = dict[str, Any]
@@ -61,9 +64,11 @@ def device_batch(batch: Batch, step: jax.Array, *, seed: int, degrade_config: De
           "keys": example_keys(seed, step, batch["index"])}
 
 
-def host_batch(batch: Batch) -> tuple[Batch, dict[str, np.ndarray]]:
-  """Splits a pipeline batch into what goes to device and per-batch data-pipeline counts."""
-  device = {k: batch[k] for k in DEVICE_KEYS}
+def host_batch(batch: Batch, keys: tuple[str, ...] = DEVICE_KEYS
+               ) -> tuple[Batch, dict[str, np.ndarray]]:
+  """Splits a pipeline batch into what goes to device (`keys`: what the task's step
+  reads) and per-batch data-pipeline counts."""
+  device = {k: batch[k] for k in keys}
   device["index"] = np.asarray(device["index"], np.int32)  # JAX runs without 64-bit ints
   stats = {f"data/{k}": np.asarray(v).sum() for k, v in batch.get("stats", {}).items()}
   return device, stats
@@ -84,6 +89,25 @@ def encode_prompts(models: Components, frozen: dict, ids: jax.Array,
   return models.backbone.text_encoder.module.apply({"params": frozen["text_encoder"]}, ids)
 
 
+def noised_latents(backbone: Backbone, vae_params: dict, clean: jax.Array, keys: jax.Array,
+                   schedule: Schedule) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(z_t, t, target) of a denoising loss: clean images in [-1, 1] → a VAE posterior
+  sample, scaled → noised at a uniform t; the target is ε (or v, as the backbone
+  predicts). `keys`: one per example (`example_keys`)."""
+  vae = backbone.vae.module
+  keys = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+  mean, logvar = vae.apply({"params": vae_params}, clean.astype(vae.options.dtype),
+                           method="encode")
+  posterior = jax.vmap(lambda k, s: jax.random.normal(k, s, jnp.float32), (0, None))(
+      keys[:, 0], mean.shape[1:])
+  z0 = mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * posterior
+  z0 = (z0 - (vae.config.shift_factor or 0.0)) * backbone.scaling_factor
+  t = jax.vmap(lambda k: jax.random.randint(k, (), 0, schedule.num_train_timesteps))(keys[:, 1])
+  noise = jax.vmap(lambda k: jax.random.normal(k, z0.shape[1:], jnp.float32))(keys[:, 2])
+  z_t = add_noise(schedule, z0, noise, t)
+  return z_t, t, training_target(schedule, z0, noise, t, backbone.prediction_type)
+
+
 def loss_fn(params: dict, frozen: dict, batch: Batch, *, models: Components,
             schedule: Schedule, prompts: ml_collections.ConfigDict) -> jax.Array:
   """Mean squared error of the TIP prediction against ε (or v) on `batch`.
@@ -92,18 +116,9 @@ def loss_fn(params: dict, frozen: dict, batch: Batch, *, models: Components,
   `device_batch`; prompts: `config.prompts` (which prompt kinds the models see).
   """
   backbone = models.backbone
-  vae, unet = backbone.vae.module, backbone.unet.module
-  keys = jax.vmap(lambda k: jax.random.split(k, 3))(batch["keys"])
-  x = batch["clean"].astype(vae.options.dtype)
-  mean, logvar = vae.apply({"params": frozen["vae"]}, x, method="encode")
-  posterior = jax.vmap(lambda k, s: jax.random.normal(k, s, jnp.float32), (0, None))(
-      keys[:, 0], mean.shape[1:])
-  z0 = mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * posterior
-  z0 = z0 * backbone.scaling_factor
-  t = jax.vmap(lambda k: jax.random.randint(k, (), 0, schedule.num_train_timesteps))(keys[:, 1])
-  noise = jax.vmap(lambda k: jax.random.normal(k, z0.shape[1:], jnp.float32))(keys[:, 2])
-  z_t = add_noise(schedule, z0, noise, t)
-  target = training_target(schedule, z0, noise, t, backbone.prediction_type)
+  unet = backbone.unet.module
+  z_t, t, target = noised_latents(backbone, frozen["vae"], batch["clean"], batch["keys"],
+                                  schedule)
   e_s = encode_prompts(models, frozen, batch["semantic_ids"], prompts.semantic)
   e_r = encode_prompts(models, frozen, batch["restoration_ids"], prompts.restoration)
   dtype = unet.options.dtype

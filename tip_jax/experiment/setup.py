@@ -1,7 +1,8 @@
 """`setup(config, workdir)`: everything a job builds before its loop, shared by trainer,
-evaluator and restorer: the mesh and sharding rules, the models, the frozen backbone
-placed on the mesh, the optimizer and the TrainState's shardings, the degradation and
-data settings, and the checkpoint manager of `workdir`."""
+evaluator and restorer: the mesh and sharding rules, the models, the task (what is
+trained, `tip_jax.experiment.tasks`) with the frozen params it reads placed on the mesh,
+the optimizer and the TrainState's shardings, the degradation and data settings, and
+the checkpoint manager of `workdir`."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tip_jax.experiment import checkpoint as ckpt_lib
 from tip_jax.experiment import components as components_lib
 from tip_jax.experiment import sharding
 from tip_jax.experiment import state as state_lib
+from tip_jax.experiment import tasks as tasks_lib
 
 
 @dataclasses.dataclass
@@ -35,8 +37,9 @@ class Experiment:
   mesh: Mesh
   rules: sharding.Rules
   components: components_lib.Components
-  frozen: dict                 # the backbone's params in the compute dtype, placed
-  frozen_shardings: dict
+  task: tasks_lib.Task
+  frozen: dict                 # what the task's loss reads, placed: backbone params in the
+  frozen_shardings: dict       # compute dtype (`task.frozen_parts`), then `task.extra_frozen`
   tx: optax.GradientTransformation
   state_shardings: Any         # of the whole TrainState
   degrade_config: DegradeConfig
@@ -47,11 +50,12 @@ class Experiment:
     return sharding.batch_axes(self.rules)
 
   def abstract_state(self) -> state_lib.TrainState:
-    return state_lib.abstract_state(self.components.controlnet, self.tx, self.state_shardings)
+    return state_lib.abstract_state(self.task.module, self.tx, self.state_shardings)
 
   def init_state(self) -> state_lib.TrainState:
-    """A fresh TrainState, created sharded: ControlNet copied from the frozen UNet."""
-    params = components_lib.init_controlnet(self.components, self.config.seed)
+    """A fresh TrainState, created sharded, from the task's initial params (TIP: the
+    ControlNet copied from the frozen UNet)."""
+    params = self.task.initial_params()
     return jax.jit(lambda p: state_lib.create(p, self.tx), out_shardings=self.state_shardings)(
         sharding.place(params, self.state_shardings.params))
 
@@ -91,12 +95,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
   logging.info("mesh %s on %d processes", dict(mesh.shape), jax.process_count())
   per_host = check_batch(config, mesh)
   comps = components_lib.build(config)
+  degrade_config = components_lib.degrade_config(config)
+  task = tasks_lib.build(config, comps, mesh, sharding.batch_axes(rules), degrade_config)
   dtype = components_lib.model_options(config).dtype
-  frozen_sh = sharding.frozen_shardings(comps.backbone, mesh, rules)
-  frozen = sharding.place(components_lib.cast(comps.backbone.params, dtype), frozen_sh)
+  parts = {k: comps.backbone.params[k] for k in task.frozen_parts}
+  frozen_sh = {**sharding.frozen_shardings(comps.backbone, mesh, rules, task.frozen_parts),
+               **sharding.replicated(task.extra_frozen, mesh)}
+  frozen = sharding.place({**components_lib.cast(parts, dtype), **task.extra_frozen}, frozen_sh)
   tx = state_lib.optimizer(config)
   return Experiment(config=config, workdir=workdir, mesh=mesh, rules=rules, components=comps,
-                    frozen=frozen, frozen_shardings=frozen_sh, tx=tx,
-                    state_shardings=state_lib.state_shardings(comps.controlnet, tx, mesh, rules),
-                    degrade_config=components_lib.degrade_config(config),
-                    per_host_batch=per_host)
+                    task=task, frozen=frozen, frozen_shardings=frozen_sh, tx=tx,
+                    state_shardings=state_lib.state_shardings(task.module, tx, mesh, rules),
+                    degrade_config=degrade_config, per_host_batch=per_host)

@@ -140,11 +140,17 @@ def abstract(tree: Any, shardings: Any, dtype: Any = None) -> Any:
                       tree, shardings)
 
 
-def frozen_shardings(backbone: Backbone, mesh: Mesh, rules: Rules) -> dict:
-  """Shardings of `backbone.params` ({"unet", "vae", "text_encoder"})."""
+def frozen_shardings(backbone: Backbone, mesh: Mesh, rules: Rules,
+                     names: Sequence[str] = ("unet", "vae", "text_encoder")) -> dict:
+  """Shardings of `backbone.params` ({"unet", "vae", "text_encoder"}), or of its `names`."""
   parts = {"unet": backbone.unet, "vae": backbone.vae, "text_encoder": backbone.text_encoder}
-  return {k: param_shardings(params_lib.abstract_params(p.module), mesh, rules)
-          for k, p in parts.items()}
+  return {k: param_shardings(params_lib.abstract_params(parts[k].module), mesh, rules)
+          for k in names}
+
+
+def replicated(tree: Any, mesh: Mesh) -> Any:
+  """A whole copy of every leaf on every device (small frozen trees without axis names)."""
+  return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), tree)
 
 
 def place(tree: Any, shardings: Any) -> Any:

@@ -1,6 +1,7 @@
-"""The trainable state: ControlNet params (E' and fusion convs included), AdamW, EMA.
+"""The trainable state: the task's params (TIP: the ControlNet, E' and fusion convs
+included; pretraining: the VAE or the UNet), AdamW, EMA.
 
-The frozen backbone is not part of it: it is passed to the step separately, never
+The frozen params are not part of it: they are passed to the step separately, never
 differentiated, never donated and never checkpointed.
 """
 
@@ -72,15 +73,16 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
                     skipped=state.skipped + (~finite).astype(jnp.int32))
 
 
-def state_shardings(controlnet: nn.Module, tx: optax.GradientTransformation, mesh: Any,
+def state_shardings(module: nn.Module, tx: optax.GradientTransformation, mesh: Any,
                     rules: sharding.Rules) -> Any:
-  """Shardings of the whole TrainState: optimizer moments and EMA follow their params."""
-  boxed = params_lib.abstract_params(controlnet)
+  """Shardings of the whole TrainState of `module`'s params: optimizer moments and EMA
+  follow their params."""
+  boxed = params_lib.abstract_params(module)
   return sharding.param_shardings(jax.eval_shape(lambda p: create(p, tx), boxed), mesh, rules)
 
 
-def abstract_state(controlnet: nn.Module, tx: optax.GradientTransformation,
+def abstract_state(module: nn.Module, tx: optax.GradientTransformation,
                    shardings: Any) -> Any:
   """The TrainState as ShapeDtypeStructs placed as `shardings` (for restore and AOT)."""
-  shapes = jax.eval_shape(lambda p: create(p, tx), params_lib.param_shapes(controlnet))
+  shapes = jax.eval_shape(lambda p: create(p, tx), params_lib.param_shapes(module))
   return sharding.abstract(shapes, shardings)

@@ -60,6 +60,14 @@ class Backbone:
     return {"unet": self.unet.params, "vae": self.vae.params,
             "text_encoder": self.text_encoder.params}
 
+  def with_prediction_type(self, prediction_type: str) -> Backbone:
+    """The same weights read as predicting `prediction_type` (the UNet config and the
+    scheduler config both say it, as diffusers' folders do)."""
+    unet = self.unet.module.clone(config=dataclasses.replace(self.unet.module.config,
+                                                             prediction_type=prediction_type))
+    return dataclasses.replace(self, unet=Part(unet, self.unet.params), scheduler_config={
+        **self.scheduler_config, "prediction_type": prediction_type})
+
   def with_params(self, params: dict) -> Backbone:
     """The same modules with other params (cast, placed on a mesh, or abstract)."""
     return dataclasses.replace(

@@ -71,6 +71,12 @@ class CLIPTextConfig(CLIPTowerConfig):
   vocab_size: int = 49408
   max_position_embeddings: int = 77
 
+  def to_transformers(self, **token_ids: int) -> dict:
+    """The config.json of transformers' `CLIPTextModel`; `token_ids` are its
+    bos/eos/pad_token_id, which the tokenizer knows and the tower does not."""
+    return {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
+            **dataclasses.asdict(self), **token_ids}
+
   @classmethod
   def sd15(cls) -> CLIPTextConfig:
     """OpenAI CLIP ViT-L/14 text tower (SD 1.x)."""

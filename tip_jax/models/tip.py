@@ -49,5 +49,14 @@ def predict(unet: UNet2DConditionModel, controlnet: ControlNetModel, unet_params
   """
   control = controlnet.apply({"params": controlnet_params}, z_t, timesteps, restoration_emb,
                              degraded)
-  hook = fusion_hook(control, controlnet.config.fusion, control_scale)
+  return denoise(unet, unet_params, z_t, timesteps, semantic_emb, control,
+                 controlnet.config.fusion, control_scale)
+
+
+def denoise(unet: UNet2DConditionModel, unet_params: dict, z_t: Array, timesteps: Array,
+            semantic_emb: Array, control: tuple[tuple[Array, ...], Array], fusion: str,
+            control_scale: float | Array = 1.0) -> Array:
+  """`predict`'s UNet half, given the ControlNet's outputs for each row of z_t: a sampler
+  whose rows share the ControlNet's inputs runs the ControlNet once for them."""
+  hook = fusion_hook(control, fusion, control_scale)
   return unet.apply({"params": unet_params}, z_t, timesteps, semantic_emb, fusion=hook)

@@ -45,6 +45,20 @@ def load_tokenizer(folder: str):
   return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
 
 
+def save_tokenizer(tokenizer, out_dir: str) -> None:
+  """Copies the folder a `load_tokenizer` tokenizer was read from into `out_dir`: SD
+  folders carry vocab.json and merges.txt, which transformers 5's `save_pretrained` no
+  longer writes (it writes tokenizer.json alone, which `load_tokenizer` does not read)."""
+  folder = tokenizer.name_or_path
+  missing = [f for f in _REQUIRED if not os.path.isfile(os.path.join(folder, f))]
+  if missing:
+    raise CheckpointError(f"{folder}: the tokenizer's folder lacks {', '.join(missing)} now")
+  os.makedirs(out_dir, exist_ok=True)
+  for name in sorted(os.listdir(folder)):
+    if name in _REQUIRED or name.endswith(".json"):
+      shutil.copyfile(os.path.join(folder, name), os.path.join(out_dir, name))
+
+
 def tokenize(tokenizer, texts: Sequence[str], max_length: int = 77) -> np.ndarray:
   """(B, max_length) int32 ids: SOT, tokens, EOT, then the tokenizer's pad token.
 

@@ -92,6 +92,16 @@ class UNetConfig:
     kwargs.update(overrides)
     return cls(**kwargs)
 
+  def to_diffusers(self) -> dict:
+    """The config.json of diffusers' `UNet2DConditionModel` for this geometry (what
+    `from_diffusers` reads back); the prediction type lives in the scheduler config."""
+    cfg = {"_class_name": "UNet2DConditionModel"}
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if field.name != "prediction_type" and value is not None:
+        cfg[field.name] = list(value) if isinstance(value, tuple) else value
+    return cfg
+
   @classmethod
   def sd15(cls) -> "UNetConfig":
     return cls()

@@ -86,6 +86,16 @@ class VAEConfig:
         mid_block_add_attention=cfg.get("mid_block_add_attention", True),
         sample_size=tuple(sample_size) if isinstance(sample_size, list) else sample_size)
 
+  def to_diffusers(self) -> dict:
+    """The config.json of diffusers' `AutoencoderKL` (what `from_diffusers` reads back)."""
+    cfg = {"_class_name": "AutoencoderKL", "act_fn": "silu",
+           "down_block_types": ["DownEncoderBlock2D"] * len(self.block_out_channels),
+           "up_block_types": ["UpDecoderBlock2D"] * len(self.block_out_channels)}
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      cfg[field.name] = list(value) if isinstance(value, tuple) else value
+    return cfg
+
 
 class SpatialSelfAttention(nn.Module):
   """The VAE mid-block attention: GroupNorm, one head over H*W positions, residual.

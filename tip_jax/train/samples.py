@@ -1,17 +1,25 @@
-"""Periodic image grids during training: degraded | restored | clean, with both prompts.
+"""Periodic image grids during training, one kind per task.
 
-A fixed handful of examples (their own seed, so resuming shows the same ones) is
-restored with the EMA params through `TIPRestorer`, the same code people use, so the
-grids show what a checkpoint would do. Grids go to TensorBoard and to
-`workdir/samples/step_<N>.png`.
+    tip    degraded | restored | clean, with both prompts, restored through
+           `TIPRestorer` (the code people use, so a grid shows what a checkpoint does)
+    vae    clean | reconstruction (the posterior mean decoded), PSNR under each
+    unet   for fixed captions: a text-to-image sample (DDIM, classifier-free guidance)
+           beside the training photograph the caption describes
+
+A fixed handful of examples (their own seed, so resuming shows the same ones) is run
+with the EMA params. Grids go to TensorBoard and to `workdir/samples/step_<N>.png`.
 """
 
 from __future__ import annotations
 
+import abc
+import functools
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import metric_writers
@@ -19,20 +27,58 @@ from jax.experimental import multihost_utils
 
 from tip_jax.data.config import DataConfig
 from tip_jax.degrade import degrade, params_from_tree
+from tip_jax.diffusion import samplers
 from tip_jax.experiment.setup import Experiment
 from tip_jax.image_io import labelled_grid, write_png
-from tip_jax.restore import TIPRestorer
+from tip_jax.metrics.pixel import psnr
+from tip_jax.models.tokenizer import tokenize
+from tip_jax.restore import DEFAULT_GUIDANCE, Layout, TIPRestorer, decode, encode_text
 
 
-class SampleGrids:
-  """Call with (step, EMA params) on every process; process 0 writes the grid."""
+def _examples(exp: Experiment, **data: Any) -> dict:
+  """The grid's fixed examples: one batch of `config.sample_images`, seed + 1, read in
+  this process (`data` overrides fields of the config's data)."""
+  config = exp.config
+  data = DataConfig(**{**config.data.to_dict(), "num_workers": 0, **data})
+  return next(exp.data_iterator(data, seed=config.seed + 1, batch_size=config.sample_images,
+                                process_index=0, process_count=1))
+
+
+class _Grid(abc.ABC):
+  """Call with (step, EMA params) on every process; process 0 renders and writes."""
+
+  columns = 3
 
   def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+    self.writer = writer
+    self.folder = os.path.join(exp.workdir, "samples")
+
+  @abc.abstractmethod
+  def render(self, params: Any) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
+    """(tiles in [0, 1], their labels, scalars to log) for host-side EMA params."""
+
+  def __call__(self, step: int, ema_params: Any) -> None:
+    if jax.process_count() > 1:  # every process joins the gather; only process 0 samples
+      ema_params = multihost_utils.process_allgather(ema_params, tiled=True)
+    if jax.process_index() != 0:
+      return
+    tiles, labels, scalars = self.render(jax.device_get(ema_params))
+    grid = np.asarray(labelled_grid(tiles, labels, columns=self.columns))
+    self.writer.write_images(step, {"samples": grid[None]})
+    if scalars:
+      self.writer.write_scalars(step, scalars)
+    path = os.path.join(self.folder, f"step_{step:07d}.png")
+    write_png(grid, path)
+    logging.info("sample grid: %s", path)
+
+
+class SampleGrids(_Grid):
+  """TIP: degraded | restored | clean, labelled with the prompts given."""
+
+  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+    super().__init__(exp, writer)
     config, degrade_config = exp.config, exp.degrade_config
-    data = DataConfig(**{**config.data.to_dict(), "num_workers": 0})
-    batch = next(exp.data_iterator(data, seed=config.seed + 1,
-                                   batch_size=config.sample_images, process_index=0,
-                                   process_count=1))
+    batch = _examples(exp)
     clean = batch["image"].astype(np.float32) / 255
     degraded = degrade(clean, params_from_tree(batch["degrade"], degrade_config))
     self.clean = clean
@@ -44,23 +90,95 @@ class SampleGrids:
                                 resolution=config.data.resolution, degrade_config=degrade_config,
                                 uses_semantic=bool(use.semantic),
                                 uses_restoration=bool(use.restoration))
-    self.steps, self.writer = config.sample_steps, writer
-    self.folder = os.path.join(exp.workdir, "samples")
+    self.steps = config.sample_steps
 
-  def __call__(self, step: int, ema_params: Any) -> None:
-    if jax.process_count() > 1:  # every process joins the gather; only process 0 samples
-      ema_params = multihost_utils.process_allgather(ema_params, tiled=True)
-    if jax.process_index() != 0:
-      return
-    restorer = self.restorer.with_params(jax.device_get(ema_params))
-    restored = restorer.restore_batch(self.degraded, self.semantic, self.restoration,
-                                      steps=self.steps, seed=0, upsample=False)
+  def render(self, params: Any) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
+    restored = self.restorer.with_params(params).restore_batch(
+        self.degraded, self.semantic, self.restoration, steps=self.steps, seed=0,
+        upsample=False)
     tiles, labels = [], []
     for i, (sem, res) in enumerate(zip(self.semantic, self.restoration)):
       tiles += [self.degraded[i] / 255, restored[i] / 255, self.clean[i]]
       labels += [f"c_r: {res or '(none)'}", f"c_s: {sem or '(none)'}", "clean"]
-    grid = np.asarray(labelled_grid(tiles, labels, columns=3))
-    self.writer.write_images(step, {"samples": grid[None]})
-    path = os.path.join(self.folder, f"step_{step:07d}.png")
-    write_png(grid, path)
-    logging.info("sample grid: %s", path)
+    return tiles, labels, {}
+
+
+@functools.partial(jax.jit, static_argnames="vae")
+def _reconstruct(params: dict, images: jax.Array, *, vae: nn.Module) -> jax.Array:
+  """[-1, 1] images → the posterior mean decoded (what the VAE keeps of them)."""
+  return vae.apply({"params": params}, images)
+
+
+class Reconstructions(_Grid):
+  """VAE pretraining: clean | reconstruction, in pairs; logs their mean PSNR."""
+
+  columns = 4
+
+  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+    super().__init__(exp, writer)
+    self.clean = _examples(exp)["image"].astype(np.float32) / 255
+    self.vae = exp.task.module
+
+  def render(self, params: Any) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
+    out = _reconstruct(params, jnp.asarray(self.clean * 2 - 1), vae=self.vae)
+    recon = np.clip((np.asarray(out, np.float32) + 1) / 2, 0, 1)
+    scores = np.asarray(psnr(recon, self.clean))
+    tiles, labels = [], []
+    for clean, image, score in zip(self.clean, recon, scores):
+      tiles += [clean, image]
+      labels += ["clean", f"reconstruction, PSNR {score:.1f} dB"]
+    return tiles, labels, {"samples/psnr": float(np.mean(scores))}
+
+
+@functools.partial(jax.jit, static_argnames="unet")
+def _text_to_image(params: dict, start: jax.Array, text: jax.Array, empty: jax.Array,
+                   plan: samplers.Plan, guidance: float, *, unet: nn.Module) -> jax.Array:
+  """Latents from `start` noise for caption states `text` (B, L, D), guided away from
+  the empty caption's states `empty` (1, L, D)."""
+  batch = start.shape[0]
+  context = jnp.concatenate([text, jnp.broadcast_to(empty, text.shape)])
+
+  def denoise(x, t):
+    out = unet.apply({"params": params}, jnp.concatenate([x, x]),
+                     jnp.full((2 * batch,), t), context)
+    return out[batch:] + guidance * (out[:batch] - out[batch:])
+
+  return samplers.sample(denoise, start, plan)
+
+
+class TextToImage(_Grid):
+  """UNet pretraining: sample | training photo, for each fixed caption."""
+
+  columns = 4
+
+  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+    super().__init__(exp, writer)
+    batch = _examples(exp, semantic_dropout=0.0)
+    self.clean = batch["image"].astype(np.float32) / 255
+    self.captions = [str(c) for c in batch["semantic_prompt"]]
+    backbone = exp.components.backbone
+    self.unet, self.vae = exp.task.module, backbone.vae
+    text = backbone.text_encoder
+    ids = tokenize(backbone.tokenizer, self.captions + [""])
+    states = encode_text(text.params, ids, text_encoder=text.module)
+    self.text, self.empty = states[:-1], states[-1:]
+    self.plan = samplers.make_plan(backbone.schedule(), exp.config.sample_steps)
+    side = exp.config.data.resolution // 8
+    self.layout = Layout((side, side), None, cfg=False, restoration_cfg=False)
+    self.start = jax.random.normal(jax.random.key(exp.config.seed + 1),
+                                   (len(self.captions), side, side,
+                                    self.unet.config.in_channels))
+
+  def render(self, params: Any) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
+    latents = _text_to_image(params, self.start, self.text, self.empty, self.plan,
+                             DEFAULT_GUIDANCE, unet=self.unet)
+    images = decode(self.vae.params, latents, vae=self.vae.module, layout=self.layout)
+    images = np.clip((np.asarray(images, np.float32) + 1) / 2, 0, 1)
+    tiles, labels = [], []
+    for caption, image, clean in zip(self.captions, images, self.clean):
+      tiles += [image, clean]
+      labels += [f"c_s: {caption}", "training photo"]
+    return tiles, labels, {}
+
+
+GRIDS = {"tip": SampleGrids, "vae": Reconstructions, "unet": TextToImage}

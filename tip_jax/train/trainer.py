@@ -2,10 +2,11 @@
 step → loop.
 
 Read top to bottom. Everything numeric happens in `tip_jax.train.step` (and the loss
-in `tip_jax.experiment.loss`); this file moves data, keeps time, writes metrics, sample
-grids and checkpoints, and stops cleanly on SIGTERM or TPU preemption. However it ends
-(done, SIGTERM, an error, Ctrl-C), a save in flight lands and the data workers are
-stopped; what stops a run is one line (README "When things go wrong").
+the config's task names, `tip_jax.experiment.tasks`: TIP, or pretraining the backbone's
+VAE or UNet); this file moves data, keeps time, writes metrics, sample grids and
+checkpoints, and stops cleanly on SIGTERM or TPU preemption. However it ends (done,
+SIGTERM, an error, Ctrl-C), a save in flight lands and the data workers are stopped;
+what stops a run is one line (README "When things go wrong").
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import traverse_util
+from tqdm import tqdm
 
 from tip_jax.data import pipeline as data_lib
 from tip_jax.errors import TrainingError
@@ -135,8 +137,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
   streak = _SkipStreak(int(jax.device_get(state.skipped)))
 
   # ---- The step, compiled once ahead of time.
-  step_fn = step_lib.make_train_step(exp.components, config, exp.tx, exp.mesh,
-                                     exp.degrade_config, exp.batch_axes)
+  step_fn = step_lib.make_train_step(exp.task, config, exp.tx)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   writer.write_hparams(flat_hparams(config))
   hooks = []
@@ -146,7 +147,10 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
     if config.profile_steps:
       hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.profile_steps,
                                             first_profile=step + config.log_every_steps))
-  grids = (samples.SampleGrids(exp, writer) if config.sample_every_steps else None)
+  grids = samples.GRIDS[exp.task.name](exp, writer) if config.sample_every_steps else None
+  # On a terminal (process 0 only) a progress bar with the latest loss; logs go on as usual.
+  bar = tqdm(total=config.total_steps, initial=step, desc="training", unit="step",
+             disable=None if jax.process_index() == 0 else True)
   compiled = None
   history: list[dict] = []
   data_counts: dict[str, float] = {}
@@ -155,7 +159,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
   # ---- The loop.
   while step < config.total_steps:
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      local, stats = loss_lib.host_batch(data_lib.next_batch(data_iter))
+      local, stats = loss_lib.host_batch(data_lib.next_batch(data_iter), exp.task.device_keys)
       for k, v in stats.items():
         data_counts[k] = data_counts.get(k, 0) + float(v)
       batch = exp.global_batch(local)
@@ -175,6 +179,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
       state, metrics = compiled(state, exp.frozen, batch)
       step += 1
     history.append(metrics)
+    bar.update()
     for hook in hooks:
       hook(step)
 
@@ -187,6 +192,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
       scalars["images_per_s"] = scalars["steps_per_s"] * config.batch_size
       scalars.update(data_counts)
       writer.write_scalars(step, scalars)
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
       history, interval_start, interval_step = [], time.perf_counter(), step
       streak.update(values)
       if config.max_consecutive_skips and streak.length > config.max_consecutive_skips:
@@ -205,6 +211,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
       logging.warning("stopping at step %d (checkpoint saved)", step)
       break
 
+  bar.close()
   ckpt_lib.wait(mngr, state)
   if step >= config.total_steps:
     ckpt_lib.mark_complete(workdir, step)

@@ -1,0 +1,73 @@
+"""Backbone pretraining configs: `--config configs/prior.py:<base>`.
+
+TIP steers a *pretrained* text-to-image model. These train one in the same trainer
+(same checkpoints, exact resume, metrics, sample grids), in two stages as Stable
+Diffusion was: the VAE, then the UNet on its frozen latents. The defaults are CPU-sized:
+the tiny geometry, the embedded photographs, 64² crops.
+
+Bases
+  vae    the VAE (L1 + LPIPS + KL, as SD's autoencoder; no adversarial term), from the
+         random backbone's VAE (`model.backbone=random`, seeded). Then export it:
+           tip-train --config configs/prior.py:vae --workdir /tmp/prior_vae
+           tip-export-backbone /tmp/prior_vae /tmp/prior_vae_backbone
+  unet   the text-to-image UNet (ε-prediction; `--config.unet.prediction_type=
+         v_prediction` for v) on the frozen VAE and text encoder of a backbone folder
+         (the export above), captions dropped 10% of the time for classifier-free
+         guidance. Then export the whole backbone:
+           tip-train --config configs/prior.py:unet --workdir /tmp/prior_unet \
+             --config.model.backbone=/tmp/prior_vae_backbone
+           tip-export-backbone /tmp/prior_unet /tmp/prior_backbone
+  TIP then trains on it:
+           tip-train --config configs/tip.py:tiny --workdir /tmp/tip \
+             --config.model.backbone=/tmp/prior_backbone
+
+The text encoder is the random backbone's, frozen and fixed by the seed (README,
+"Pretraining a backbone", says why). Larger geometries: `--config.model.geometry=sd15`
+with `--config.data.resolution=256` and a real data source; the fields are tip.py's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from tip_jax.errors import ConfigError
+from tip_jax.experiment.config import load_config
+
+BASES = ("vae", "unet")
+
+
+def _tiny() -> ml_collections.ConfigDict:
+  """tip.py's tiny base: the geometry, data and loop settings both stages share."""
+  return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "tip.py:tiny"))
+
+
+def get_config(arg: str = "vae") -> ml_collections.ConfigDict:
+  arg = (arg or "vae").strip()
+  if arg not in BASES:
+    raise ConfigError(f"unknown config part {arg!r}; bases {BASES}")
+  c = _tiny()
+  c.task = arg
+  c.name = f"prior_{arg}"
+  c.total_steps = 2000
+  c.optim.warmup_steps = 100
+  c.optim.schedule = "cosine"
+  c.ema_decay = 0.99            # a ~100-step window: from-scratch weights leave it fast
+  c.checkpoint_every_steps = 500
+  c.sample_every_steps = 500
+  c.sample_images = 8
+  c.log_every_steps = 50
+  if arg == "vae":
+    c.optim.lr = 2e-4
+    c.vae = ml_collections.ConfigDict()
+    c.vae.lpips_weight = 1.0    # LDM's perceptual_weight
+    c.vae.lpips_net = "alex"    # LDM used VGG16 ("vgg"); AlexNet is ~20x cheaper on a CPU
+    c.vae.kl_weight = 1e-6      # LDM's kl-f8 setting (see tip_jax/experiment/pretrain.py)
+  else:
+    c.model.backbone = ""       # must be given: the folder holding the trained VAE
+    c.optim.lr = 5e-4
+    c.sample_steps = 25
+    c.unet = ml_collections.ConfigDict()
+    c.unet.prediction_type = "epsilon"  # or "v_prediction"
+  return c
