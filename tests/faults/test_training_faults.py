@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.fixtures.checkpoint import cut_array_data
 from tests.train.test_trainer import (ROOT, WORKER, flags_for, params_of, subprocess_env,
                                       tiny_config)
 from tip_jax.errors import CheckpointError, TrainingError
@@ -70,9 +71,7 @@ def _damaged_copy(straight, tmp_path):
   workdir = tmp_path / "damaged"
   shutil.copytree(straight[0], workdir)
   (workdir / "checkpoints" / "train_complete").unlink()
-  for path in (workdir / "checkpoints" / "9").rglob("*"):
-    if path.is_file() and path.parent.name == "d" and "ocdbt.process_0" in str(path):
-      os.truncate(path, path.stat().st_size // 2)
+  cut_array_data(workdir / "checkpoints" / "9")
   return workdir
 
 
