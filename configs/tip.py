@@ -91,6 +91,9 @@ def _base() -> ml_collections.ConfigDict:
   c.optim.weight_decay = 1e-2
   c.optim.clip_norm = 1.0
   c.ema_decay = 0.9999
+  # A step with a non-finite loss or gradient is skipped (and counted); more than this
+  # many in a row stop the run with one line (0 = never), checked at log steps.
+  c.max_consecutive_skips = 20
 
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.sharding_rules = "fsdp"     # fsdp | tensor (see tip_jax.train.sharding)

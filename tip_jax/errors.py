@@ -20,6 +20,10 @@ class ConfigError(TipError):
   """A config whose values cannot work together (mesh, batch, schedule, geometry)."""
 
 
+class TrainingError(TipError):
+  """A run that cannot go on as configured (its steps stay non-finite)."""
+
+
 class DataError(TipError):
   """A data source or caption table that cannot be read."""
 

@@ -14,6 +14,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.fixtures.checkpoint import cut_array_data
 from tests.train.test_trainer import ROOT, WORKER, max_diff, params_of, subprocess_env
 from tip_jax.convert.diffusers import load_backbone
 from tip_jax.errors import CheckpointError, ConfigError
@@ -44,7 +45,8 @@ def scalar_tags(workdir: Path) -> set[str]:
 def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
   """4 steps straight (with a reconstruction grid at step 4) == 2 steps, SIGKILL after
   the step-2 checkpoint, restart to 4. The export carries the EMA VAE and the latent
-  scaling factor measured on training crops."""
+  scaling factor measured on training crops. With step 4's arrays then cut short, the
+  export names the file and the trainer resumes from step 2, again bitwise."""
   straight = trainer.train(prior_config("vae", total_steps=4, sample_every_steps=4),
                            str(tmp_path / "straight"))
   assert (tmp_path / "straight" / "samples" / "step_0000004.png").is_file()
@@ -82,6 +84,15 @@ def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
                          timeout=300, cwd=ROOT)
   assert again.returncode == 1 and "Traceback" not in again.stderr
   assert again.stderr.strip().splitlines()[-1].endswith("pass --overwrite to replace its files")
+
+  cut_array_data(killed / "checkpoints" / "4")
+  with pytest.raises(CheckpointError, match=rf"^checkpoint step 4 in {killed}/checkpoints "
+                     r"cannot be read: ema_params/ array \S+ \(OUT_OF_RANGE: "):
+    checkpoint.load_pretrained_backbone(str(killed))
+  redone = trainer.train(prior_config("vae", total_steps=4), str(killed))
+  a, b = params_of(straight), params_of(redone)
+  assert all(np.array_equal(a[k], b[k]) for k in a), max_diff(a, b)
+  assert (killed / "checkpoints" / "4.corrupt").is_dir()
 
 
 @pytest.mark.slow

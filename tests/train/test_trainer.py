@@ -56,7 +56,10 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 def subprocess_env(devices: int = 8) -> dict:
+  """The test session's environment; this checkout first on the path (a script such as
+  the worker would otherwise import the installed tip_jax)."""
   env = dict(os.environ, JAX_DEFAULT_MATMUL_PRECISION="highest")
+  env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return env
 

@@ -40,7 +40,9 @@ def main(argv: list[str]) -> None:
     common.fail(PROG, f"{out} exists and is not a folder")
   if os.path.isdir(out) and os.listdir(out) and not common.OVERWRITE.value:
     common.fail(PROG, f"{out} exists and is not empty; pass --overwrite to replace its files")
-  from tip_jax.train.export import export_backbone  # deferred: JAX starts only for real work
+  from tip_jax.experiment import checkpoint_files  # deferred: JAX starts only for real work
+  from tip_jax.train.export import export_backbone
+  checkpoint_files.quiet_background_failures()  # a damaged checkpoint: one line, no more
   print(json.dumps(export_backbone(workdir, out, step=_STEP.value, use_ema=_EMA.value,
                                    scale_images=_SCALE_IMAGES.value, dtype=_DTYPE.value)))
 

@@ -63,6 +63,8 @@ def check_prompt_wording(prog: str, text: str) -> None:
 def load_restorer(prog: str) -> TIPRestorer:
   if not CHECKPOINT.value:
     fail(prog, "--checkpoint is required")
+  from tip_jax.experiment import checkpoint_files  # pulls in TensorStore
+  checkpoint_files.quiet_background_failures()  # a damaged checkpoint: one line, no more
   try:
     return TIPRestorer.from_checkpoint(CHECKPOINT.value)
   except (TipError, FileNotFoundError) as e:

@@ -47,7 +47,9 @@ def main(argv: list[str]) -> None:
     common.fail(PROG, "--config and --workdir are required")
   workdir = _WORKDIR.value
   log_file = common.log_to_file(PROG, os.path.join(workdir, "logs"))
-  from tip_jax.experiment import distributed  # deferred: JAX starts only for real work
+  # deferred: JAX starts only for real work
+  from tip_jax.experiment import checkpoint_files, distributed
+  checkpoint_files.quiet_background_failures()
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value)
   logging.info("config:\n%s", _CONFIG.value)

@@ -25,6 +25,12 @@ A batch of B examples (all numpy):
                        file needed (conversion, upscaling, ...) plus the skips since the
                        previous example of its stream; summed over batches = all events
 
+Workers: `num_workers` Grain processes. They ignore SIGINT and SIGTERM (a Ctrl-C or a
+scheduler signals the whole process group; the trainer saves, then stops them with
+`close(iterator)`), and exit when the trainer is gone (SIGKILL, out of memory) instead
+of living on. A worker that dies turns the next `next_batch` into a one-line
+`DataError`, and `close` frees the shared memory it left.
+
 Checkpointing: the iterator's state goes into the trainer's Orbax manager with Grain's
 handler, which writes one JSON file per process (`process_<i>-of-<n>.json`):
 
@@ -39,6 +45,14 @@ handler, which writes one JSON file per process (`process_<i>-of-<n>.json`):
 from __future__ import annotations
 
 import collections
+import gc
+import os
+import re
+import secrets
+import signal
+import threading
+import time
+from multiprocessing import shared_memory
 from typing import Any
 
 import grain
@@ -48,11 +62,14 @@ import numpy as np
 from tip_jax import degrade
 from tip_jax.data import images, sources
 from tip_jax.data.config import DataConfig
-from tip_jax.errors import ConfigError
+from tip_jax.errors import ConfigError, DataError
 from tip_jax.models import tokenizer as tokenizer_lib
 
 _AUGMENT_STREAM = 0x617567   # separates crop/flip/caption draws from the degradation draws
 _MAX_CONSECUTIVE_SKIPS = 1000
+_SHM_DIR = "/dev/shm"  # POSIX shared memory as files (Linux)
+_SHM_RELEASE_S = 5.0
+_WORKER_DIED = re.compile(r"Worker process was terminated unexpectedly with exit code (-?\d+)")
 
 
 class _Skipped:
@@ -149,6 +166,83 @@ def _own_memory(batch: dict[str, Any]) -> dict[str, Any]:
   return jax.tree.map(np.array, batch)
 
 
+def _shm_prefix(trainer_pid: int) -> str:
+  """The start of the names of the shared memory blocks a trainer's workers create."""
+  return f"tipw{trainer_pid}_"
+
+
+def _start_worker(index: int, count: int) -> None:
+  """Runs first in each worker process (see the module docstring)."""
+  del index, count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  parent = os.getppid()
+  if os.path.isdir(_SHM_DIR):
+    # Grain hands batches over in shared memory blocks with random names; a worker
+    # killed mid-batch leaves some behind that only its trainer can recognise (`close`).
+    prefix = "/" + _shm_prefix(parent)
+    shared_memory._make_filename = lambda: prefix + secrets.token_hex(8)
+
+  def exit_when_orphaned() -> None:
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(1)
+
+  threading.Thread(target=exit_when_orphaned, name="tip-orphan-watch", daemon=True).start()
+
+
+def _worker_blocks() -> tuple[set[str], set[str]]:
+  """This process's workers' shared memory blocks: all, and those this process maps."""
+  prefix = _shm_prefix(os.getpid())
+  blocks = {name for name in os.listdir(_SHM_DIR) if name.startswith(prefix)}
+  with open("/proc/self/maps") as f:
+    mapped = {os.path.basename(fields[5]) for fields in map(str.split, f)
+              if len(fields) > 5 and os.path.basename(fields[5]).startswith(prefix)}
+  return blocks, mapped
+
+
+def close(iterator: grain.DatasetIterator) -> None:
+  """Stops the iterator's worker processes and frees their shared memory: also what a
+  worker killed mid-batch left behind, which nothing else would free before exit
+  (Python then warns about "leaked shared_memory objects"). For the end of a job: the
+  batches in flight of another iterator of this process would be freed too."""
+  iterator.close()
+  if not os.path.isdir(_SHM_DIR):
+    return
+  gc.collect()  # batches held by reference cycles (a worker's error) are let go, and
+  deadline = time.monotonic() + _SHM_RELEASE_S  # Grain unlinks them on a thread
+  blocks, mapped = _worker_blocks()
+  while mapped and time.monotonic() < deadline:
+    time.sleep(0.05)
+    blocks, mapped = _worker_blocks()
+  for name in blocks - mapped:  # never received: only a dead worker could have sent them
+    try:
+      block = shared_memory.SharedMemory(name)
+    except FileNotFoundError:
+      continue
+    block.close()
+    block.unlink()
+
+
+def next_batch(iterator: grain.DatasetIterator) -> dict[str, Any]:
+  """`next(iterator)`; a worker process that died (killed, out of memory) becomes a
+  one-line `DataError` (Grain notices within a second, and raises a RuntimeError whose
+  text says only "search the logs above")."""
+  try:
+    return next(iterator)
+  except RuntimeError as e:
+    died = _WORKER_DIED.search(str(e))
+    if not died:
+      raise
+    code = int(died.group(1))
+  # Raised out here, the DataError does not keep Grain's error and with it, through its
+  # traceback, the batches in flight (their shared memory) alive until exit.
+  how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+  hint = ": out of memory?" if code == -signal.SIGKILL else ""
+  raise DataError(f"a data worker process died ({how}{hint}); the input pipeline cannot go "
+                  "on without it")
+
+
 def make_dataset(config: DataConfig, *, batch_size: int, seed: int,
                  degrade_config: degrade.DegradeConfig, tokenizer,
                  process_index: int | None = None,
@@ -178,8 +272,8 @@ def make_dataset(config: DataConfig, *, batch_size: int, seed: int,
   ds = _CarrySkips(ds).batch(batch_size, drop_remainder=True).map(_Tokenize(tokenizer))
   if config.num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=config.num_workers, per_worker_buffer_size=config.prefetch_buffer)
-                        ).map(_own_memory)
+        num_workers=config.num_workers, per_worker_buffer_size=config.prefetch_buffer),
+                        worker_init_fn=_start_worker).map(_own_memory)
   return ds
 
 

@@ -15,8 +15,9 @@ with batched sampling, and writes
 What is done is recorded per (step, set, mode) in `eval/state.json`, replaced
 atomically after each: a restarted evaluator (after SIGKILL, say) repeats nothing that
 finished and loses nothing. A checkpoint that retention deletes before or while it is
-read is skipped with a warning. The job ends after the final checkpoint once the
-trainer has written `train_complete` (or after `evals.timeout_s` without news).
+read, or that cannot be read (a damaged file: the warning names it), is skipped with a
+warning. The job ends after the final checkpoint once the trainer has written
+`train_complete` (or after `evals.timeout_s` without news).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from etils import epath
 from tip_jax import __version__
 from tip_jax.data.config import DataConfig
 from tip_jax.degrade.prompts import BLIND_PROMPT
-from tip_jax.errors import CheckpointError, ConfigError
+from tip_jax.errors import ConfigError
 from tip_jax.eval import scoring, sets
 from tip_jax.experiment import checkpoint as ckpt_lib
 from tip_jax.experiment import loss as loss_lib
@@ -249,21 +250,19 @@ class Evaluator:
 
   # ---- Pieces.
   def _params(self, step: int) -> Any:
+    """The EMA params of `step`; None (warned) when it was deleted or cannot be read."""
     mngr = ckpt_lib.manager(self.workdir, read_only=True)
+    shardings = jax.tree.map(
+        lambda _: jax.sharding.NamedSharding(self.exp.mesh, jax.sharding.PartitionSpec()),
+        self.exp.state_shardings.ema_params)
     try:
-      shardings = jax.tree.map(
-          lambda _: jax.sharding.NamedSharding(self.exp.mesh, jax.sharding.PartitionSpec()),
-          self.exp.state_shardings.ema_params)
-      return ckpt_lib.load_params(mngr, step, self.exp.components.controlnet, "ema_params",
-                                  shardings)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-      if (epath.Path(ckpt_lib.directory(self.workdir)) / str(step)).exists():
-        raise
-      logging.warning("checkpoint %d was deleted before it could be read (%s); skipped",
-                      step, type(e).__name__)
-      return None
+      found = ckpt_lib.read_newest(
+          mngr, lambda s: ckpt_lib.load_params(mngr, s, self.exp.components.controlnet,
+                                               "ema_params", shardings),
+          [step], ("ema_params",), fall_back=True)
     finally:
       mngr.close()
+    return None if found is None else found[1]
 
   def _batches(self, eval_set: sets.EvalSet) -> Iterator[sets.Batch]:
     return eval_set.batches(int(self.evals.batch_size))

@@ -16,6 +16,14 @@ is how an evaluator follows a running trainer and knows when to stop.
 `load_for_inference` reads a TIP run for restoring, `load_pretrained_backbone` a
 pretraining run for `tip-export-backbone`.
 
+Faults (README "When things go wrong"): every job reads through `read_newest`, which
+names the step and the file that cannot be read, and falls back to an older step (the
+trainer sets the bad one aside as `<step>.corrupt`, the evaluator skips it) or stops
+with one line (the restorer, `tip-export-backbone`). A save the operating system
+refuses (full disk, permissions) stops training with one line naming the step, the
+folder and the size of a checkpoint; the earlier checkpoints stay, and the unfinished
+folder is removed when the next trainer opens the folder (`checkpoint_files`).
+
 Checkpoints written before this layout (one `state` item) are not read: nothing had
 been released with it.
 """
@@ -25,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import flax.linen as nn
 import grain
@@ -37,7 +45,9 @@ from etils import epath
 
 from tip_jax.degrade import DegradeConfig
 from tip_jax.errors import CheckpointError
+from tip_jax.experiment import checkpoint_files as files
 from tip_jax.experiment import components as components_lib
+from tip_jax.experiment import distributed
 from tip_jax.experiment import sharding
 from tip_jax.experiment import state as state_lib
 from tip_jax.experiment import tasks as tasks_lib
@@ -47,6 +57,7 @@ from tip_jax.models.controlnet import ControlNetModel
 
 ITEMS = ("params", "ema_params", "opt_state", "data", "config")
 COMPLETE = "train_complete"
+T = TypeVar("T")
 
 
 def directory(workdir: str) -> str:
@@ -55,7 +66,13 @@ def directory(workdir: str) -> str:
 
 def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
             read_only: bool = False) -> ocp.CheckpointManager:
-  """The manager for `workdir`; a config sets the retention and async policy."""
+  """The manager for `workdir`; a config sets the retention and async policy.
+
+  A writable one (the trainer's: one per workdir) first removes the folders of saves
+  that never completed, logging each.
+  """
+  if not read_only and jax.process_index() == 0:
+    files.remove_unfinished(directory(workdir))
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints if config else None,
       keep_period=(config.keep_every_steps or None) if config else None,
@@ -75,12 +92,121 @@ def _counters(state: state_lib.TrainState) -> dict:
 
 def save(mngr: ocp.CheckpointManager, step: int, state: state_lib.TrainState,
          data_iterator: Any, config: ml_collections.ConfigDict, force: bool = False) -> bool:
-  return mngr.save(step, force=force, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(state.params),
-      ema_params=ocp.args.StandardSave(state.ema_params),
-      opt_state=ocp.args.StandardSave(_counters(state)),
-      data=grain.checkpoint.CheckpointSave(data_iterator),
-      config=ocp.args.JsonSave(config.to_dict())))
+  """Starts saving `step` (in the background when the config's saves are async).
+
+  A write the operating system refuses (no space left, permission denied, ...) raises
+  `CheckpointError`: one line with the step, the folder and a checkpoint's size. An
+  async save's failure is raised by the next `save` or by `wait`, for its own step.
+  """
+  wait(mngr, state)
+  try:
+    _check_writable(mngr.directory)
+    return mngr.save(step, force=force, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params),
+        ema_params=ocp.args.StandardSave(state.ema_params),
+        opt_state=ocp.args.StandardSave(_counters(state)),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+        config=ocp.args.JsonSave(config.to_dict())))
+  except Exception as e:
+    _raise_if_refused(e, step, mngr, state)
+    raise
+
+
+def _check_writable(folder: epath.Path) -> None:
+  """Writes and deletes an empty file in `folder`: a folder that refuses writes raises
+  here, at once (Orbax, failing to create the step's folder, would wait five minutes
+  for it and then time out)."""
+  probe = epath.Path(folder) / f".tip_write_check.{jax.process_index()}"
+  probe.write_text("")
+  probe.unlink()
+
+
+def wait(mngr: ocp.CheckpointManager, state: state_lib.TrainState) -> None:
+  """Blocks until the save in flight is on disk; a refused write raises as in `save`."""
+  step = mngr.latest_step()  # the step in flight, if any, is the newest one
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:
+    _raise_if_refused(e, step, mngr, state)
+    raise
+
+
+def _raise_if_refused(error: Exception, step: int | None, mngr: ocp.CheckpointManager,
+                      state: state_lib.TrainState) -> None:
+  why = files.write_failure(error)
+  if why is not None:
+    size = sum(x.nbytes for x in jax.tree.leaves((state.params, state.ema_params,
+                                                   state.opt_state)))
+    raise CheckpointError(f"checkpoint save at step {step} failed: {why} in {mngr.directory} "
+                          f"(a checkpoint here takes {files.size_text(size)})") from error
+
+
+def close(mngr: ocp.CheckpointManager, error: BaseException | None = None) -> None:
+  """Closes `mngr` once a save in flight is on disk. After `error` stopped training, a
+  failure of that save is logged on one line instead (it is `error` itself when the
+  save was what failed: then nothing more is said)."""
+  try:
+    mngr.close()
+  except Exception as e:
+    if error is None:
+      raise
+    if e is not error.__cause__:
+      logging.warning("while stopping, a checkpoint save failed too: %s",
+                      files.one_line(str(e)) or type(e).__name__)
+
+
+def read_newest(mngr: ocp.CheckpointManager, read: Callable[[int], T],
+                steps: Iterable[int] | None = None, items: Sequence[str] = ITEMS, *,
+                fall_back: bool, set_aside: bool = False) -> tuple[int, T] | None:
+  """`(step, read(step))` for the newest of `steps` (default: all of `mngr`'s) whose
+  `items` can be read: how the trainer, the evaluator and the restorer read checkpoints.
+
+  A step that cannot be read (a file cut short, missing or garbled; or its folder gone,
+  deleted by retention while an evaluator waited): with `fall_back`, one warning naming
+  the step and the file, the folder renamed to `<step>.corrupt` when `set_aside` (the
+  trainer's choice: Orbax's retention then ignores it and a person can look at it;
+  nothing is deleted), and the next older step is tried; None when none is left.
+  Without `fall_back`: `CheckpointError`, one line. Any other error (arrays whose shapes
+  are not the config's, ...) propagates: an older step would fail the same way.
+  """
+  root = epath.Path(mngr.directory)
+  candidates = sorted(mngr.all_steps() if steps is None else steps, reverse=True)
+  for i, step in enumerate(candidates):
+    folder = root / str(step)
+    value, problem = _read_step(read, step, folder, items)
+    if not distributed.any_process(problem is not None):
+      return step, value
+    message = (f"checkpoint step {step} in {root} cannot be read: "
+               f"{problem or 'it failed on another process'}")
+    if not fall_back:
+      raise CheckpointError(message)
+    if set_aside and folder.exists():
+      if jax.process_index() == 0:
+        message += f"; moved to {os.path.basename(files.set_aside(str(folder)))}"
+      ocp.multihost.sync_global_processes(f"tip_set_aside_{step}")
+      mngr.reload()
+    older = candidates[i + 1:]
+    logging.warning("%s; %s", message, f"trying step {older[0]}" if older else "skipped")
+  return None
+
+
+def _read_step(read: Callable[[int], T], step: int, folder: epath.Path,
+               items: Sequence[str]) -> tuple[T | None, str | None]:
+  """(read(step), None), or (None, what could not be read)."""
+  if not folder.is_dir():
+    return None, "its folder is gone (deleted by retention?)"
+  problem = files.scan(str(folder), items)
+  if problem is not None:
+    return None, problem
+  try:
+    return read(step), None
+  except Exception as e:
+    if not folder.is_dir():
+      return None, "its folder was deleted while it was read (retention?)"
+    problem = files.cause(e, str(folder), items)
+    if problem is None:
+      raise
+    return None, problem
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state: state_lib.TrainState,
@@ -200,6 +326,33 @@ def _open(path: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
   return mngr, int(step)
 
 
+def _read_run(path: str, step: int | None, use_ema: bool, tasks: tuple[str, ...],
+              other_task: str, backbone: str | None = None
+              ) -> tuple[ml_collections.ConfigDict, int, components_lib.Components, dict]:
+  """The config, step, components and trained params (EMA or not) of a run whose
+  `config.task` is one of `tasks`; `CheckpointError` with one line otherwise
+  (`other_task`, formatted with the run's task) or when a file cannot be read (named,
+  through `read_newest`). `backbone` replaces the folder the config names."""
+  mngr, step = _open(path, step)
+  item = "ema_params" if use_ema else "params"
+
+  def read(s: int) -> tuple[ml_collections.ConfigDict, components_lib.Components, dict]:
+    config = read_config(mngr, s)
+    if config.task not in tasks:
+      raise CheckpointError(f"{path}: {other_task.format(task=config.task)}")
+    if backbone is not None:
+      config.model.backbone = backbone
+    comps = components_lib.build(config)
+    return config, comps, load_params(mngr, s, tasks_lib.trained_module(config, comps), item)
+
+  try:
+    _, (config, comps, params) = read_newest(mngr, read, [step], ("config", item),
+                                             fall_back=False)
+  finally:
+    mngr.close()
+  return config, step, comps, params
+
+
 @dataclasses.dataclass
 class Pretrained:
   """What a backbone pretraining run produced."""
@@ -213,16 +366,11 @@ def load_pretrained_backbone(path: str, step: int | None = None, use_ema: bool =
                              ) -> Pretrained:
   """A pretraining run's backbone (`config.task` vae | unet): the one its config names,
   with the trained part's params (EMA by default, float32) from the checkpoint. Raises
-  `CheckpointError` with one line for anything that is not such a run."""
-  mngr, step = _open(path, step)
-  config = read_config(mngr, step)
-  if config.task not in ("vae", "unet"):
-    raise CheckpointError(f"{path}: a {config.task} run, not a backbone pretraining run "
-                          "(configs/prior.py)")
-  comps = components_lib.build(config)
-  params = load_params(mngr, step, tasks_lib.trained_module(config, comps),
-                       "ema_params" if use_ema else "params")
-  mngr.close()
+  `CheckpointError` with one line for anything that is not such a run, or a checkpoint
+  file that cannot be read."""
+  config, step, comps, params = _read_run(
+      path, step, use_ema, ("vae", "unet"),
+      "a {task} run, not a backbone pretraining run (configs/prior.py)")
   backbone = comps.backbone
   return Pretrained(config, step, backbone.with_params({**backbone.params, config.task: params}))
 
@@ -233,18 +381,13 @@ def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
 
   Reads the config and one params item: no optimizer state. `backbone` overrides the
   folder the config names, for checkpoints moved between machines. Raises
-  `CheckpointError` with one line for anything that is not such a run.
+  `CheckpointError` with one line for anything that is not such a run, or a checkpoint
+  file that cannot be read.
   """
-  mngr, step = _open(path, step)
-  config = read_config(mngr, step)
-  if config.task != "tip":
-    raise CheckpointError(f"{path}: a {config.task} pretraining run, not a TIP one "
-                          "(tip-export-backbone turns it into a backbone folder)")
-  if backbone is not None:
-    config.model.backbone = backbone
-  comps = components_lib.build(config)
-  params = load_params(mngr, step, comps.controlnet, "ema_params" if use_ema else "params")
-  mngr.close()
+  config, step, comps, params = _read_run(
+      path, step, use_ema, ("tip",),
+      "a {task} pretraining run, not a TIP one (tip-export-backbone turns it into a "
+      "backbone folder)", backbone)
   return Trained(config=config, step=int(step), backbone=comps.backbone,
                  controlnet=comps.controlnet, controlnet_params=params,
                  resolution=int(config.data.resolution),

@@ -1,9 +1,11 @@
-"""The one place multi-process JAX is started."""
+"""The one place multi-process JAX is started, and how its processes agree on a flag."""
 
 from __future__ import annotations
 
 import jax
+import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 
 def initialize(enabled: bool, coordinator_address: str | None = None,
@@ -20,3 +22,12 @@ def initialize(enabled: bool, coordinator_address: str | None = None,
                              num_processes=num_processes, process_id=process_id)
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process once `flag` is true on any: decisions that all processes must
+  take together (stop and save, skip a checkpoint). A collective on multi-process runs,
+  so every process must call it at the same point."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.int32(flag)).any())

@@ -4,7 +4,9 @@ step → loop.
 Read top to bottom. Everything numeric happens in `tip_jax.train.step` (and the loss
 the config's task names, `tip_jax.experiment.tasks`: TIP, or pretraining the backbone's
 VAE or UNet); this file moves data, keeps time, writes metrics, sample grids and
-checkpoints, and stops cleanly on SIGTERM or TPU preemption.
+checkpoints, and stops cleanly on SIGTERM or TPU preemption. However it ends (done,
+SIGTERM, an error, Ctrl-C), a save in flight lands and the data workers are stopped;
+what stops a run is one line (README "When things go wrong").
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, periodic_actions
 from flax import traverse_util
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from tip_jax.data import pipeline as data_lib
+from tip_jax.errors import TrainingError
 from tip_jax.experiment import checkpoint as ckpt_lib
+from tip_jax.experiment import distributed
 from tip_jax.experiment import loss as loss_lib
 from tip_jax.experiment import setup as setup_lib
 from tip_jax.experiment import state as state_lib
@@ -53,9 +57,7 @@ class _StopFlag:
   def agreed(self) -> bool:
     """True on every process once any process got the signal (all must save together);
     a collective on multi-process runs, so the loop asks only at log/checkpoint steps."""
-    if jax.process_count() == 1:
-      return self.requested
-    return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
+    return distributed.any_process(self.requested)
 
 
 def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -81,21 +83,58 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   """
   exp = setup_lib.setup(config, workdir, devices)
   with _StopFlag() as stop:
-    return _train(exp, stop)
+    data_iter = exp.data_iterator()
+    try:
+      mngr = exp.checkpoint_manager()  # also removes what unfinished saves left
+      try:
+        state = _train(exp, stop, data_iter, mngr)
+      except BaseException as error:
+        ckpt_lib.close(mngr, error)  # a save in flight still lands
+        raise
+      ckpt_lib.close(mngr)
+      return state
+    finally:
+      data_lib.close(data_iter)  # stops Grain's worker processes, frees their shared memory
 
 
-def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
+class _SkipStreak:
+  """Non-finite (skipped) steps in a row, from the metrics' running `skipped_steps`."""
+
+  def __init__(self, skipped: int):
+    self.skipped, self.length = skipped, 0
+
+  def update(self, values: list[dict]) -> None:
+    for h in values:
+      skipped = int(h["skipped_steps"])
+      self.length = self.length + 1 if skipped > self.skipped else 0
+      self.skipped = skipped
+
+
+def _stuck(step: int, length: int, config: ml_collections.ConfigDict,
+           checkpoint: int | None) -> str:
+  kept = f"checkpoint step {checkpoint} is kept" if checkpoint else "no checkpoint yet"
+  return (f"steps {step - length + 1}-{step}: {length} steps in a row had a non-finite loss "
+          f"or gradient (max_consecutive_skips={config.max_consecutive_skips}); the run is "
+          f"stuck: lower optim.lr or check the data ({kept})")
+
+
+def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
+           mngr: ocp.CheckpointManager) -> state_lib.TrainState:
   config, workdir = exp.config, exp.workdir
-  # ---- Data, checkpoints, state (fresh or resumed).
-  data_iter = exp.data_iterator()
-  mngr = exp.checkpoint_manager()
-  latest = mngr.latest_step()
-  if latest is not None:
-    logging.info("resuming from step %d in %s", latest, ckpt_lib.directory(workdir))
-    state = ckpt_lib.restore(mngr, latest, exp.abstract_state(), data_iter)
+  # ---- State: the newest readable checkpoint (unreadable ones are set aside), or fresh.
+  fresh_data = data_iter.get_state() if mngr.all_steps() else None
+  found = ckpt_lib.read_newest(
+      mngr, lambda s: ckpt_lib.restore(mngr, s, exp.abstract_state(), data_iter),
+      fall_back=True, set_aside=True)
+  if found is not None:
+    logging.info("resuming from step %d in %s", found[0], ckpt_lib.directory(workdir))
+    state = found[1]
   else:
+    if fresh_data is not None:
+      data_iter.set_state(fresh_data)  # the failed restores may have moved it
     state = exp.init_state()
   step = int(jax.device_get(state.step))
+  streak = _SkipStreak(int(jax.device_get(state.skipped)))
 
   # ---- The step, compiled once ahead of time.
   step_fn = step_lib.make_train_step(exp.task, config, exp.tx)
@@ -120,7 +159,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
   # ---- The loop.
   while step < config.total_steps:
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      local, stats = loss_lib.host_batch(next(data_iter), exp.task.device_keys)
+      local, stats = loss_lib.host_batch(data_lib.next_batch(data_iter), exp.task.device_keys)
       for k, v in stats.items():
         data_counts[k] = data_counts.get(k, 0) + float(v)
       batch = exp.global_batch(local)
@@ -155,6 +194,9 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
       writer.write_scalars(step, scalars)
       bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
       history, interval_start, interval_step = [], time.perf_counter(), step
+      streak.update(values)
+      if config.max_consecutive_skips and streak.length > config.max_consecutive_skips:
+        raise TrainingError(_stuck(step, streak.length, config, mngr.latest_step()))
 
     if grids and (step % config.sample_every_steps == 0 or step == config.total_steps):
       grids(step, state.ema_params)
@@ -170,10 +212,8 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag) -> state_lib.TrainState:
       break
 
   bar.close()
-  mngr.wait_until_finished()
+  ckpt_lib.wait(mngr, state)
   if step >= config.total_steps:
     ckpt_lib.mark_complete(workdir, step)
   writer.flush()
-  mngr.close()
-  data_iter.close()  # stops Grain's worker processes and frees their shared memory
   return state
