@@ -123,10 +123,8 @@ class UNetConfig:
   @classmethod
   def mini(cls, cross_attention_dim: int = 32) -> "UNetConfig":
     """The shipped prior's UNet: `tiny`'s blocks, wider, on the 16² latents of `VAEConfig.mini`."""
-    return cls(block_out_channels=(32, 64, 128), layers_per_block=1, norm_num_groups=8,
-               down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-               attention_head_dim=4, cross_attention_dim=cross_attention_dim, sample_size=16)
+    return dataclasses.replace(cls.tiny(cross_attention_dim), block_out_channels=(32, 64, 128),
+                               sample_size=16)
 
 
 def _resnet(cfg: UNetConfig, options: ModelOptions, channels: int, name: str) -> nn.Module:
