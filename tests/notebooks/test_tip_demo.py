@@ -38,7 +38,7 @@ def test_notebook_runs_top_to_bottom_on_cpu(tiny_checkpoint, monkeypatch):  # no
   text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
   assert "devices: [CpuDevice(id=0)" in text
   assert f"{tiny_checkpoint}: trained on {SIDE}-pixel crops" in text
-  assert f"astronaut (scikit-image): {SIDE}x{SIDE}" in text
+  assert f"coffee (scikit-image): {SIDE}x{round(400 * SIDE / 600)}" in text  # 600x400
   pngs = [Image.open(io.BytesIO(base64.b64decode(o["data"]["image/png"])))
           for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
   # input | blind | semantic | task-specific | clean, then the 3x3 walk under its input.
