@@ -14,8 +14,11 @@ setup(
     # as tip_jax/third_party/clip_bpe/ from the repository's third_party/clip_bpe.
     packages=find_packages(include=["tip_jax", "tip_jax.*"]) + ["tip_jax.third_party.clip_bpe"],
     package_dir={"tip_jax.third_party.clip_bpe": "third_party/clip_bpe"},
+    # The small prior the project trained (configs/prior.py), a diffusers folder read by
+    # `--config.model.backbone=embedded`, is package data too.
     package_data={"tip_jax.third_party.clip_bpe": ["bpe_simple_vocab_16e6.txt.gz", "LICENSE",
-                                                   "README.md"]},
+                                                   "README.md"],
+                  "tip_jax": ["assets/*.md", "assets/prior/*.json", "assets/prior/*/*"]},
     install_requires=[
         "absl-py",
         "array_record>=0.8",

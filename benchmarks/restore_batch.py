@@ -35,8 +35,10 @@ def summary(times: list[float], images: int) -> dict:
 
 
 def tiny_random_restorer() -> TIPRestorer:
-  """The `tiny` config's random backbone with its ControlNet copied from the UNet."""
-  config = load_config("configs/tip.py:tiny")
+  """A random backbone of the `tiny` geometry (what the published figures used) with its
+  ControlNet copied from the UNet."""
+  config = load_config("configs/tip.py:tiny", {"model.backbone": "random",
+                                               "model.geometry": "tiny"})
   comps = components.build(config)
   return TIPRestorer(comps.backbone, comps.controlnet,
                      components.init_controlnet(comps, config.seed),

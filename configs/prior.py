@@ -2,24 +2,27 @@
 
 TIP steers a *pretrained* text-to-image model. These train one in the same trainer
 (same checkpoints, exact resume, metrics, sample grids), in two stages as Stable
-Diffusion was: the VAE, then the UNet on its frozen latents. The defaults are CPU-sized:
-the tiny geometry, the embedded photographs, 64² crops.
+Diffusion was: the VAE, then the UNet on its frozen latents. The defaults are CPU-sized
+and are the recipe of the prior shipped in `tip_jax/assets/prior/` (the tiny config's
+`model.backbone=embedded`): the `mini` geometry, the bundled training photos
+(`tip_jax/data/demo.py`; the held-out ones are never read), 64² crops, seed 0.
 
 Bases
   vae    the VAE (L1 + LPIPS + KL, as SD's autoencoder; no adversarial term), from the
-         random backbone's VAE (`model.backbone=random`, seeded). Then export it:
-           tip-train --config configs/prior.py:vae --workdir /tmp/prior_vae
-           tip-export-backbone /tmp/prior_vae /tmp/prior_vae_backbone
+         random backbone's VAE (`model.backbone=random`, seeded).
   unet   the text-to-image UNet (ε-prediction; `--config.unet.prediction_type=
          v_prediction` for v) on the frozen VAE and text encoder of a backbone folder
-         (the export above), captions dropped 10% of the time for classifier-free
-         guidance. Then export the whole backbone:
-           tip-train --config configs/prior.py:unet --workdir /tmp/prior_unet \
-             --config.model.backbone=/tmp/prior_vae_backbone
-           tip-export-backbone /tmp/prior_unet /tmp/prior_backbone
-  TIP then trains on it:
-           tip-train --config configs/tip.py:tiny --workdir /tmp/tip \
-             --config.model.backbone=/tmp/prior_backbone
+         (the VAE run's export), captions dropped 10% of the time for classifier-free
+         guidance.
+
+The shipped prior, reproduced (seeded; bitwise on the same kind of machine):
+  tip-train --config configs/prior.py:vae --workdir /tmp/prior_vae
+  tip-export-backbone /tmp/prior_vae /tmp/prior_vae_backbone
+  tip-train --config configs/prior.py:unet --workdir /tmp/prior_unet \
+    --config.model.backbone=/tmp/prior_vae_backbone
+  tip-export-backbone /tmp/prior_unet tip_jax/assets/prior --dtype float16 --overwrite
+TIP then trains on it (`configs/tip.py:tiny`), or on any export:
+  tip-train --config configs/tip.py:tiny --workdir /tmp/tip --config.model.backbone=OUT
 
 The text encoder is the random backbone's, frozen and fixed by the seed (README,
 "Pretraining a backbone", says why). Larger geometries: `--config.model.geometry=sd15`
@@ -50,7 +53,8 @@ def get_config(arg: str = "vae") -> ml_collections.ConfigDict:
   c = _tiny()
   c.task = arg
   c.name = f"prior_{arg}"
-  c.total_steps = 2000
+  c.model.geometry = "mini"     # 4x VAE: 64² crops → 16² latents (VAEConfig.mini says why)
+  c.total_steps = 4000
   c.optim.warmup_steps = 100
   c.optim.schedule = "cosine"
   c.ema_decay = 0.99            # a ~100-step window: from-scratch weights leave it fast
@@ -58,13 +62,16 @@ def get_config(arg: str = "vae") -> ml_collections.ConfigDict:
   c.sample_every_steps = 500
   c.sample_images = 8
   c.log_every_steps = 50
+  c.evals.after_training = False  # the evaluator scores TIP runs; these log their own grids
   if arg == "vae":
-    c.optim.lr = 2e-4
+    c.model.backbone = "random"  # from scratch: the random backbone's VAE, seeded
+    c.optim.lr = 5e-4
     c.vae = ml_collections.ConfigDict()
     c.vae.lpips_weight = 1.0    # LDM's perceptual_weight
     c.vae.lpips_net = "alex"    # LDM used VGG16 ("vgg"); AlexNet is ~20x cheaper on a CPU
     c.vae.kl_weight = 1e-6      # LDM's kl-f8 setting (see tip_jax/experiment/pretrain.py)
   else:
+    c.total_steps = 2000
     c.model.backbone = ""       # must be given: the folder holding the trained VAE
     c.optim.lr = 5e-4
     c.sample_steps = 25

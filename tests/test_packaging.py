@@ -1,5 +1,5 @@
-"""The wheel carries what an install needs outside a source checkout: CLIP's BPE table as
-package data, and every console script pointing at `tip_jax.cli`."""
+"""The wheel carries what an install needs outside a source checkout: CLIP's BPE table and
+the shipped prior as package data, and every console script pointing at `tip_jax.cli`."""
 
 import pathlib
 import subprocess
@@ -17,6 +17,11 @@ def test_wheel_ships_the_bpe_table_and_the_scripts(tmp_path):
   names = set(wheel.namelist())
   assert "tip_jax/third_party/clip_bpe/bpe_simple_vocab_16e6.txt.gz" in names
   assert "tip_jax/third_party/clip_bpe/LICENSE" in names
+  # The shipped prior (model.backbone=embedded): every file of the diffusers folder.
+  prior = ROOT / "tip_jax" / "assets" / "prior"
+  shipped = {f"tip_jax/assets/prior/{p.relative_to(prior)}" for p in prior.rglob("*")
+             if p.is_file()}
+  assert len(shipped) >= 11 and shipped <= names, shipped - names
   scripts = next(n for n in names if n.endswith("entry_points.txt"))
   lines = [line for line in wheel.read(scripts).decode().splitlines() if "=" in line]
   assert len(lines) == 11 and all("= tip_jax.cli." in line for line in lines), lines

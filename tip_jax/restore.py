@@ -58,6 +58,7 @@ class Layout:
   restoration_cfg: bool           # a null-restoration row for restoration guidance
   devices: int | None = None      # spread tiles over this many devices
   tile_batch: int | None = None   # tiles denoised together (vmapped) per device
+  factor: int = 8                 # pixels per latent along a side (the VAE's downsampling)
 
   @property
   def rows(self) -> int:
@@ -108,12 +109,12 @@ def _guided(unet: nn.Module, controlnet: ControlNetModel, layout: Layout):
 def sample_latents(params: dict, start: Array, degraded: Array, semantic: Array,
                    restoration: Array, plan: samplers.Plan, scales: Array, *,
                    unet: nn.Module, controlnet: ControlNetModel, layout: Layout) -> Array:
-  """The whole sampling loop for a batch: start (B, h, w, C) latents, degraded (B, 8h, 8w, 3)
+  """The whole sampling loop for a batch: start (B, h, w, C) latents, degraded (B, fh, fw, 3)
   in [-1, 1], prompt states (B, rows, L, D), scales = (guidance, restoration guidance,
   control scale); params = {"unet", "controlnet"} → (B, h, w, C) final latents."""
   guided = _guided(unet, controlnet, layout)
   mesh = tiling.tile_mesh(layout.devices)
-  y_tiles = layout.tiles.scaled(8).split(degraded) if layout.tiles else None
+  y_tiles = layout.tiles.scaled(layout.factor).split(degraded) if layout.tiles else None
 
   def denoise(x, t):
     consts = (params, t, semantic, restoration, scales)
@@ -135,7 +136,7 @@ def decode(vae_params: dict, latent: Array, *, vae: nn.Module, layout: Layout) -
   if layout.tiles is None:
     return run(vae_params, z)
   outs = tiling.map_tiles(run, vae_params, layout.tiles.split(z))
-  return layout.tiles.scaled(8).merge(outs)
+  return layout.tiles.scaled(layout.factor).merge(outs)
 
 
 @functools.partial(jax.jit, static_argnames=("vae", "layout"))
@@ -146,7 +147,7 @@ def encode(vae_params: dict, images: Array, *, vae: nn.Module, layout: Layout) -
   if layout.tiles is None:
     mean = run(vae_params, images)
   else:
-    outs = tiling.map_tiles(run, vae_params, layout.tiles.scaled(8).split(images))
+    outs = tiling.map_tiles(run, vae_params, layout.tiles.scaled(layout.factor).split(images))
     mean = layout.tiles.merge(outs)
   return (mean - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
 
@@ -178,7 +179,8 @@ class TIPRestorer:
     self.degrade_config = degrade_config or DegradeConfig(size=(resolution, resolution))
     self.tile_batch = tile_batch
     self.schedule = backbone.schedule()
-    self.multiple = 8 * 2 ** (len(backbone.unet.module.config.block_out_channels) - 1)
+    self.factor = backbone.vae.module.config.downsample_factor   # pixels per latent
+    self.multiple = self.factor * 2 ** (len(backbone.unet.module.config.block_out_channels) - 1)
     if resolution % self.multiple:
       raise ValueError(f"resolution {resolution} is not a multiple of {self.multiple}")
 
@@ -368,9 +370,11 @@ class TIPRestorer:
       if tile < self.multiple:
         raise ValueError(f"tile must be at least {self.multiple} pixels")
       overlap = tile // 4 if overlap is None else overlap
-      tiles = tiling.Tiles.cover((padded[0] // 8, padded[1] // 8), tile // 8, overlap // 8)
-    return Layout((padded[0] // 8, padded[1] // 8), tiles, cfg, restoration_cfg,
-                  devices if tiles else None, self.tile_batch if tiles else None)
+      f = self.factor
+      tiles = tiling.Tiles.cover((padded[0] // f, padded[1] // f), tile // f, overlap // f)
+    return Layout((padded[0] // self.factor, padded[1] // self.factor), tiles, cfg,
+                  restoration_cfg, devices if tiles else None,
+                  self.tile_batch if tiles else None, self.factor)
 
   def _embeddings(self, layout: Layout, semantic: list[str], restoration: list[str]
                   ) -> tuple[Array, Array]:

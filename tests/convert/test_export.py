@@ -125,3 +125,17 @@ def test_a_name_that_does_not_read_back_is_refused():
   state = to_state_dict({"mid_block": {"attentions_0": {"to_q": tree["mid_block"]["attentions_0"]
                                                         ["query"]}}}, "vae")
   assert list(state) == ["mid_block.attentions.0.to_q.weight"]
+
+
+def test_float16_export_halves_the_files_and_reads_back_rounded(exported, tmp_path):
+  backbone, folder = exported
+  save_backbone(backbone, str(tmp_path), dtype="float16")
+  loaded = load_backbone(str(tmp_path))
+  for name, weights in (("unet", "unet/diffusion_pytorch_model"),
+                        ("vae", "vae/diffusion_pytorch_model"),
+                        ("text_encoder", "text_encoder/model")):
+    half, full = (p / f"{weights}.safetensors" for p in (tmp_path, folder))
+    assert abs(half.stat().st_size / full.stat().st_size - 0.5) < 0.01, name
+    ours, back = flatten_dict(backbone.params[name]), flatten_dict(loaded.params[name])
+    assert all(back[k].dtype == np.float32 and np.array_equal(
+        np.asarray(ours[k]).astype(np.float16).astype(np.float32), back[k]) for k in ours), name

@@ -165,8 +165,8 @@ def test_embedded_sets_build_offline(tmp_path):
   param, blind = sets.ensure_embedded(str(tmp_path), count=8)
   assert (param.name, blind.name, len(param), len(blind)) == (
       "embedded_param_64", "embedded_realesrgan_64", 8, 8)
-  photos = {name: captions for name, _, captions in demo.PHOTOS}
-  assert [r.source for r in param.records] == list(photos)
+  photos = {name: captions for name, _, captions in demo.photos("heldout")}
+  assert [r.source for r in param.records] == list(photos) * 2 + list(photos)[:2]
   assert all(r.caption in photos[r.source] for r in param.records)
   assert next(blind.batches(8)).lq.shape == (8, SIZE // 4, SIZE // 4, 3)
   assert [s.meta["content_sha256"] for s in sets.ensure_embedded(str(tmp_path), count=8)] == [

@@ -19,7 +19,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _task(spec: str, abstract: bool = True, **overrides):
-  config = load_config(str(CONFIGS / spec), {"model.backbone": "random", **overrides})
+  config = load_config(str(CONFIGS / spec), {"model.backbone": "random", "model.geometry": "tiny", **overrides})
   comps = components.build(config, abstract=abstract)
   mesh = sharding.make_mesh({"data": -1}, jax.devices()[:1])
   return config, comps, tasks.build(config, comps, mesh, ("data",),
@@ -66,7 +66,7 @@ def test_the_unet_task_learns_the_prediction_type_its_config_names():
 
 
 def test_an_unknown_task_is_refused():
-  config = load_config(str(CONFIGS / "tip.py:tiny"), {"task": "gan"})
+  config = load_config(str(CONFIGS / "tip.py:tiny"), {"task": "gan", "model.backbone": "random"})
   comps = components.build(config, abstract=True)
   with pytest.raises(ConfigError, match="task='gan': expected one of"):
     tasks.trained_module(config, comps)

@@ -204,3 +204,24 @@ def test_bf16_remat_and_attention_impl_options(frozen_unet, inputs):
   assert half.dtype == jnp.float32
   # bf16 has an 8-bit mantissa: relative error of a few 1e-2 over ~30 layers; measured ≈ 0.03
   assert np.abs(np.asarray(half) - np.asarray(full)).max() <= 0.1 * np.abs(np.asarray(full)).max()
+
+
+@pytest.mark.parametrize("factor", [4, 8])
+def test_tip_controlnet_follows_the_vae_downsampling(frozen_unet, factor):
+  """E' has one stride-2 step per 2x of the VAE (the paper's three for SD's 8x), so the
+  degraded image meets the latents on their grid; TIP still equals the UNet at init."""
+  ucfg, unet, unet_params = frozen_unet
+  controlnet = ControlNetModel(ControlNetConfig.tip(ucfg, downsample_factor=factor))
+  assert controlnet.config.downsample_factor == factor
+  assert controlnet.config.conditioning_embedding_out_channels[-1] == 256
+  z, t, text = unet.example_inputs(2)
+  cond = controlnet.example_inputs(2)[3]
+  assert cond.shape[1:3] == (factor * z.shape[1], factor * z.shape[2])
+  params = controlnet_params_from_unet(controlnet, unet_params, jax.random.key(1))
+  z = jax.random.normal(jax.random.key(2), z.shape)
+  text = jax.random.normal(jax.random.key(3), text.shape)
+  ours = tip.predict(unet, controlnet, unet_params, params, z, t, text, text, cond)
+  np.testing.assert_array_equal(np.asarray(ours),
+                                np.asarray(unet.apply({"params": unet_params}, z, t, text)))
+  with pytest.raises(ValueError, match="expected 2, 4 or 8"):
+    ControlNetConfig.tip(ucfg, downsample_factor=16)

@@ -25,7 +25,7 @@ from tip_jax.train import trainer
 from tip_jax.train.export import export_backbone
 
 CONFIG_FILE = ROOT / "configs" / "prior.py"
-OVERRIDES = {"data.resolution": 32, "data.num_workers": 0, "batch_size": 8,
+OVERRIDES = {"model.geometry": "tiny", "data.resolution": 32, "data.num_workers": 0, "batch_size": 8,
              "log_every_steps": 1, "checkpoint_every_steps": 2, "sample_every_steps": 0,
              "sample_images": 2, "sample_steps": 2, "optim.warmup_steps": 2,
              "optim.schedule": "constant"}

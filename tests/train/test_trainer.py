@@ -30,9 +30,11 @@ CONFIG_FILE = ROOT / "configs" / "tip.py"
 WORKER = ROOT / "tests" / "fixtures" / "train_worker.py"
 
 # What every run here changes from the tiny config (also passed to subprocesses).
-OVERRIDES = {"data.resolution": 32, "data.num_workers": 0, "batch_size": 8,
+OVERRIDES = {"model.backbone": "random", "model.geometry": "tiny",
+             "data.resolution": 32, "data.num_workers": 0, "batch_size": 8,
              "log_every_steps": 1, "checkpoint_every_steps": 3, "sample_every_steps": 0,
-             "optim.warmup_steps": 2, "optim.schedule": "constant"}
+             "optim.warmup_steps": 2, "optim.schedule": "constant",
+             "evals.after_training": False}
 
 
 def tiny_config(**overrides):

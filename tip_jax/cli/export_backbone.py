@@ -24,6 +24,9 @@ from tip_jax.cli import common
 PROG = "tip-export-backbone"
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
 _EMA = flags.DEFINE_bool("ema", True, "Export the EMA params (--noema: the raw params).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "float16"],
+                           "Weights' type in the files (float16: half the size; readers "
+                           "upcast to their compute type).")
 _SCALE_IMAGES = flags.DEFINE_integer("scale_images", 64, "Training crops a VAE run's latent "
                                      "scaling factor is measured on.")
 
@@ -41,7 +44,7 @@ def main(argv: list[str]) -> None:
   from tip_jax.train.export import export_backbone
   checkpoint_files.quiet_background_failures()  # a damaged checkpoint: one line, no more
   print(json.dumps(export_backbone(workdir, out, step=_STEP.value, use_ema=_EMA.value,
-                                   scale_images=_SCALE_IMAGES.value)))
+                                   scale_images=_SCALE_IMAGES.value, dtype=_DTYPE.value)))
 
 
 def run() -> None:

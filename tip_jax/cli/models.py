@@ -51,28 +51,30 @@ def controlnet_breakdown(controlnet: ControlNetModel) -> dict[str, int]:
   return parts
 
 
-def sizes(unet_cfg: UNetConfig, modules: dict) -> dict:
+def sizes(unet_cfg: UNetConfig, modules: dict, factor: int) -> dict:
   report = {name: params_lib.count_params(params_lib.abstract_params(m))
             for name, m in modules.items()}
   for fusion in FUSIONS:
     report[f"tip_controlnet/{fusion}"] = controlnet_breakdown(
-        ControlNetModel(ControlNetConfig.tip(unet_cfg, fusion)))
+        ControlNetModel(ControlNetConfig.tip(unet_cfg, fusion, factor)))
   return report
 
 
-def identity_forward(unet: UNet2DConditionModel, unet_params: dict, text_dim: int) -> dict:
+def identity_forward(unet: UNet2DConditionModel, unet_params: dict, text_dim: int,
+                     factor: int) -> dict:
   """max |TIP - frozen UNet| at initialisation, per fusion variant (expected: 0.0)."""
   rng = jax.random.key(0)
   z, t, text = unet.example_inputs(2)
   z = jax.random.normal(rng, z.shape)
   text = jax.random.normal(rng, (2, 77, text_dim))
-  y = jax.random.uniform(rng, (2, 8 * z.shape[1], 8 * z.shape[2], 3), minval=-1, maxval=1)
+  y = jax.random.uniform(rng, (2, factor * z.shape[1], factor * z.shape[2], 3),
+                         minval=-1, maxval=1)
   t = jnp.array([10, 900])
   frozen = unet.apply({"params": unet_params}, z, t, text)
   out = {}
   for fusion in FUSIONS:
     start = time.perf_counter()
-    controlnet = ControlNetModel(ControlNetConfig.tip(unet.config, fusion))
+    controlnet = ControlNetModel(ControlNetConfig.tip(unet.config, fusion, factor))
     cn_params = controlnet_params_from_unet(controlnet, unet_params, jax.random.key(1))
     pred = tip.predict(unet, controlnet, unet_params, cn_params, z, t, text, text[::-1], y)
     out[fusion] = {"max_abs_diff_vs_unet": float(jnp.abs(pred - frozen).max()),
@@ -90,14 +92,16 @@ def main(argv: list[str]) -> None:
     backbone = random_backbone(_GEOMETRY.value, 0, abstract=True)
     source = {"source": f"geometry:{_GEOMETRY.value}"}
   unet = backbone.unet.module
+  factor = backbone.vae.module.config.downsample_factor
   report = {**source, **sizes(unet.config, {"unet": unet, "vae": backbone.vae.module,
-                                            "text_encoder": backbone.text_encoder.module})}
+                                            "text_encoder": backbone.text_encoder.module},
+                              factor)}
   forward = _FORWARD.value if _FORWARD.value is not None else _GEOMETRY.value == "tiny"
   if forward:
     unet_params = (backbone.unet.params if _BACKBONE.value else
                    params_lib.init_params(unet, jax.random.key(0)))
     text_dim = backbone.text_encoder.module.config.hidden_size
-    report["identity_at_init"] = identity_forward(unet, unet_params, text_dim)
+    report["identity_at_init"] = identity_forward(unet, unet_params, text_dim, factor)
   print(json.dumps(report, indent=2))
 
 

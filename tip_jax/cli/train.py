@@ -7,6 +7,10 @@
 The trainer job (`--mode=train`; `python -m tip_jax.main` is the same). Running the same
 command again resumes from the last checkpoint in DIR.
 
+With `evals.after_training` (the tiny config's default) the trainer then scores its final
+checkpoint itself, as the evaluator would, and prints the metrics table: one command
+from nothing to a measured model. On pods, run the evaluator job instead:
+
 The evaluator job (`--mode=eval`, same config and DIR, run beside the trainer): scores
 every checkpoint as it appears, on the config's `evals` sets and prompt modes, and
 stops after the final one (see tip_jax/eval/evaluator.py). On pods and clusters add
@@ -49,6 +53,7 @@ def main(argv: list[str]) -> None:
   distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                          _PROCESS_ID.value)
   logging.info("config:\n%s", _CONFIG.value)
+  table = ""
   if _MODE.value == "eval":
     from tip_jax.eval import evaluator
     done = evaluator.evaluate(_CONFIG.value, workdir)
@@ -62,10 +67,31 @@ def main(argv: list[str]) -> None:
              f"TensorBoard: tensorboard --logdir {workdir}"]
     if os.path.isdir(os.path.join(workdir, "samples")):
       lines.insert(1, f"sample grids in {os.path.join(workdir, 'samples')}")
+    if (_CONFIG.value.task == "tip" and _CONFIG.value.evals.get("after_training")
+        and state.step > 0):
+      *more, table = _score_final(_CONFIG.value, workdir, int(state.step))
+      lines += more
   if log_file:
     lines.append(f"log: {log_file}")
   for line in lines:
     print(f"{PROG}: {line}")
+  if table:
+    print(table)
+
+
+def _score_final(config, workdir: str, step: int) -> list[str]:
+  """Scores the final checkpoint (see the module docstring): lines saying where the
+  grids and table are, then the table itself as the last item."""
+  from tip_jax.eval import evaluator
+  scorer = evaluator.Evaluator(config, workdir)
+  if step not in scorer.state.complete:
+    scorer.evaluate(step)
+  folder = os.path.join(workdir, "eval", f"step_{step:07d}")
+  with open(os.path.join(folder, "results.md"), encoding="utf-8") as f:
+    table = "\n".join(line for line in f.read().splitlines()[2:] if line)
+  return [f"before/after grids (degraded | restored | clean): {folder}/*.png",
+          f"step {step} on the held-out photos (mode 'input' is the degraded input itself): "
+          f"{folder}/results.md", table]
 
 
 def run() -> None:

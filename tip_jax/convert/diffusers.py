@@ -279,32 +279,35 @@ def _write_json(path: str, obj: dict) -> None:
   write_atomically(path, lambda f: f.write(text.encode()))
 
 
-def save_component(folder: str, name: str, config: dict, params: dict) -> None:
-  """Writes `folder/config.json` and the safetensors file diffusers / transformers read."""
+def save_component(folder: str, name: str, config: dict, params: dict,
+                   dtype: str = "float32") -> None:
+  """Writes `folder/config.json` and the safetensors file diffusers / transformers read;
+  `dtype` float16 halves the file (as SD's fp16 variants do; readers upcast)."""
   os.makedirs(folder, exist_ok=True)
   _write_json(os.path.join(folder, "config.json"), config)
-  blob = save(to_state_dict(params, name), metadata={"format": "pt"})
+  tensors = {k: v.astype(dtype) for k, v in to_state_dict(params, name).items()}
+  blob = save(tensors, metadata={"format": "pt"})
   write_atomically(os.path.join(folder, f"{COMPONENTS[name].weights_name}.safetensors"),
                    lambda f: f.write(blob))
 
 
-def save_backbone(backbone: Backbone, path: str) -> None:
+def save_backbone(backbone: Backbone, path: str, dtype: str = "float32") -> None:
   """Writes `backbone` as a diffusers Stable Diffusion folder: unet/, vae/,
-  text_encoder/ (safetensors, float32), tokenizer/, scheduler/ and model_index.json,
+  text_encoder/ (safetensors in `dtype`), tokenizer/, scheduler/ and model_index.json,
   which `load_backbone`, diffusers' `from_pretrained` (models and pipeline) and
   transformers' `CLIPTextModel.from_pretrained` read."""
   from tip_jax.models.tokenizer import save_tokenizer  # transformers is slow to import
 
   tok = backbone.tokenizer
   save_component(os.path.join(path, "unet"), "unet",
-                 backbone.unet.module.config.to_diffusers(), backbone.unet.params)
+                 backbone.unet.module.config.to_diffusers(), backbone.unet.params, dtype)
   save_component(os.path.join(path, "vae"), "vae",
-                 backbone.vae.module.config.to_diffusers(), backbone.vae.params)
+                 backbone.vae.module.config.to_diffusers(), backbone.vae.params, dtype)
   save_component(os.path.join(path, "text_encoder"), "text_encoder",
                  backbone.text_encoder.module.config.to_transformers(
                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                      pad_token_id=tok.pad_token_id),
-                 backbone.text_encoder.params)
+                 backbone.text_encoder.params, dtype)
   save_tokenizer(tok, os.path.join(path, "tokenizer"))
   scheduler = {"_class_name": "DDIMScheduler", **backbone.scheduler_config,
                "prediction_type": backbone.prediction_type}

@@ -5,7 +5,8 @@ the image bytes exactly as stored (JPEG, PNG, WebP, ...): decoding happens in th
 pipeline, where bad files are counted instead of crashing a job. Sources are named by
 a spec string, the form `DataConfig.source` takes:
 
-    demo                                    scikit-image's bundled colour photographs
+    demo, demo:heldout                      scikit-image's bundled photographs: the
+                                            training split, the held-out split
     arrayrecord:/data/coco/*.array_record   shards written by `tip-prepare`
     tfds:coco_captions:train:/data/tfds     a TFDS set prepared on disk as array_record
                                             (the data dir is optional)
@@ -206,13 +207,13 @@ class TFDSSource:
 
 def open_source(spec: str) -> Source:
   """The source a `DataConfig.source` spec names; `DataError` for a bad spec or path."""
-  if spec == "demo":
+  if spec == "demo" or spec.startswith("demo:"):
     from tip_jax.data import demo  # deferred: imports scikit-image
-    return demo.DemoSource()
+    return demo.DemoSource(spec.partition(":")[2] or "train")
   if spec.startswith("arrayrecord:"):
     return ArrayRecordSource(spec[len("arrayrecord:"):])
   match = _TFDS_SPEC.match(spec)
   if match:
     return TFDSSource(match["name"], match["split"], match["dir"])
-  raise DataError(f"data source {spec!r}: expected 'demo', 'arrayrecord:GLOB' or "
+  raise DataError(f"data source {spec!r}: expected 'demo[:heldout]', 'arrayrecord:GLOB' or "
                   "'tfds:NAME:SPLIT[:DATA_DIR]'")

@@ -131,15 +131,15 @@ class Div2K:
 
 
 class Embedded:
-  """The photos bundled with scikit-image (`tip_jax.data.demo`), in turn, each time a
-  seeded square crop at a seeded zoom and one of the photo's two captions: a set that
-  needs no download, for CI and fresh machines."""
+  """The held-out photos bundled with scikit-image (`tip_jax.data.demo`, never trained
+  on), in turn, each time a seeded square crop at a seeded zoom and one of the photo's
+  two captions: a set that needs no download, for CI and fresh machines."""
 
   def __init__(self, size: int, seed: int):
-    self.source = demo.DemoSource()
+    self.source = demo.DemoSource("heldout")
     self.size, self.seed = size, seed
     self.skipped: list[str] = []
-    self.signature = {"photos": [p[0] for p in demo.PHOTOS], "max_zoom": EMBEDDED_ZOOM,
+    self.signature = {"photos": [p[0] for p in self.source.photos], "max_zoom": EMBEDDED_ZOOM,
                       "crop": "random square, random zoom", "resampler": RESAMPLER}
 
   def examples(self, count: int) -> Iterator[Clean]:
@@ -153,7 +153,7 @@ class Embedded:
       except images.BadData as e:   # the package's own file: a broken install
         raise DataError(f"demo photo {record['id']}: {e}") from None
       captions = record["captions"]
-      yield Clean(image, captions[rng.integers(len(captions))], demo.PHOTOS[photo][0])
+      yield Clean(image, captions[rng.integers(len(captions))], self.source.photos[photo][0])
 
 
 class Source(Protocol):

@@ -1,15 +1,17 @@
 """The models and frozen weights a config describes, shared by trainer, evaluator and restorer.
 
-A config names either a diffusers Stable Diffusion folder (`model.backbone=/path`) or,
-explicitly, a random backbone of a preset geometry (`model.backbone=random`, shaped by
-`model.geometry`, seeded by `config.seed`), which checkpoints never store: every job
-rebuilds it exactly, as it re-reads a real one. Nothing falls back to random weights
-silently: an empty `model.backbone` is a `ConfigError`.
+A config names a diffusers Stable Diffusion folder (`model.backbone=/path`), the small
+prior the package ships (`model.backbone=embedded`: `tip_jax/assets/prior/`, trained by
+this project, see `configs/prior.py`) or, explicitly, a random backbone of a preset
+geometry (`model.backbone=random`, shaped by `model.geometry`, seeded by `config.seed`).
+Checkpoints store none of them: every job re-reads or rebuilds the same weights. Nothing
+falls back to random weights silently: an empty `model.backbone` is a `ConfigError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from typing import Any
 
 import jax
@@ -26,7 +28,15 @@ from tip_jax.models.controlnet import (FUSIONS, ControlNetConfig, ControlNetMode
 from tip_jax.models.layers import ModelOptions
 
 
-RANDOM = "random"   # `model.backbone` value asking for the seeded random backbone
+RANDOM = "random"       # `model.backbone` value asking for the seeded random backbone
+EMBEDDED = "embedded"   # `model.backbone` value naming the prior shipped in the package
+
+
+def backbone_folder(spec: str) -> str:
+  """The folder a non-random `model.backbone` names (the shipped prior for `embedded`)."""
+  if spec == EMBEDDED:
+    return str(importlib.resources.files("tip_jax") / "assets" / "prior")
+  return spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,15 +76,17 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
     if abstract:
       raise ConfigError("abstract components need model.backbone=random and a "
                         "model.geometry, not a backbone folder")
-    backbone = load_backbone(config.model.backbone, options)
+    backbone = load_backbone(backbone_folder(config.model.backbone), options)
   else:
     raise ConfigError("model.backbone is not set: give a diffusers Stable Diffusion folder "
-                      f"(--config.model.backbone=/path/to/sd) or {RANDOM!r} for a random "
-                      "backbone of model.geometry (CPU runs, tests, benchmarks)")
+                      f"(--config.model.backbone=/path/to/sd), {EMBEDDED!r} for the prior "
+                      f"shipped in the package, or {RANDOM!r} for a random backbone of "
+                      "model.geometry (tests, benchmarks)")
   if config.task == "unet":  # the UNet being pretrained learns the prediction its config names
     backbone = backbone.with_prediction_type(config.unet.prediction_type)
-  controlnet = ControlNetModel(ControlNetConfig.tip(backbone.unet.module.config,
-                                                    config.model.fusion), options)
+  controlnet = ControlNetModel(ControlNetConfig.tip(
+      backbone.unet.module.config, config.model.fusion,
+      backbone.vae.module.config.downsample_factor), options)
   return Components(backbone=backbone, controlnet=controlnet)
 
 

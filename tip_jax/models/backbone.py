@@ -95,6 +95,7 @@ class Geometry:
 
 GEOMETRIES = {
     "tiny": Geometry(UNetConfig.tiny, VAEConfig.tiny, CLIPTextConfig.tiny),
+    "mini": Geometry(UNetConfig.mini, VAEConfig.mini, CLIPTextConfig.tiny),
     "sd15": Geometry(UNetConfig.sd15, VAEConfig.sd, CLIPTextConfig.sd15),
     "sd21": Geometry(UNetConfig.sd21, VAEConfig.sd, CLIPTextConfig.sd21,
                      prediction_type="v_prediction", pad_token="!"),

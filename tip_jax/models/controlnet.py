@@ -62,8 +62,21 @@ class ControlNetConfig:
                bgr=cfg.get("controlnet_conditioning_channel_order", "rgb") == "bgr")
 
   @classmethod
-  def tip(cls, unet: UNetConfig, fusion: str = "modulate_skip") -> "ControlNetConfig":
-    return cls(unet=unet, conditioning="concat", fusion=fusion)
+  def tip(cls, unet: UNetConfig, fusion: str = "modulate_skip",
+          downsample_factor: int = 8) -> "ControlNetConfig":
+    """The paper's ControlNet; E' takes the degraded image down to the latent grid of a
+    VAE with `downsample_factor` (8 for SD: the paper's three stride-2 steps; a 4x VAE
+    drops the first, keeping the widths that reach the latents)."""
+    steps = downsample_factor.bit_length() - 1
+    if downsample_factor != 2 ** steps or not 1 <= steps <= 3:
+      raise ValueError(f"downsample_factor {downsample_factor}: expected 2, 4 or 8")
+    return cls(unet=unet, conditioning="concat", fusion=fusion,
+               conditioning_embedding_out_channels=(16, 32, 96, 256)[3 - steps:])
+
+  @property
+  def downsample_factor(self) -> int:
+    """Pixels of the conditioning image per latent: E' has one stride-2 step per stage."""
+    return 2 ** (len(self.conditioning_embedding_out_channels) - 1)
 
   def fusion_channels(self) -> tuple[list[int], int]:
     """Output channels of each skip's zero conv and of the mid block's."""
@@ -131,7 +144,8 @@ class ControlNetModel(nn.Module):
     size = 2 ** (len(ucfg.block_out_channels) - 1)
     return (jnp.zeros((batch, size, size, ucfg.in_channels)), jnp.zeros((batch,), jnp.int32),
             jnp.zeros((batch, 77, ucfg.cross_attention_dim)),
-            jnp.zeros((batch, 8 * size, 8 * size, self.config.conditioning_channels)))
+            jnp.zeros((batch, self.config.downsample_factor * size,
+                       self.config.downsample_factor * size, self.config.conditioning_channels)))
 
 
 def controlnet_params_from_unet(controlnet: ControlNetModel, unet_params: dict,

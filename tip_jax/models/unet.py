@@ -120,6 +120,12 @@ class UNetConfig:
                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                attention_head_dim=4, cross_attention_dim=cross_attention_dim, sample_size=32)
 
+  @classmethod
+  def mini(cls, cross_attention_dim: int = 32) -> "UNetConfig":
+    """The shipped prior's UNet: `tiny`'s blocks, wider, on the 16² latents of `VAEConfig.mini`."""
+    return dataclasses.replace(cls.tiny(cross_attention_dim), block_out_channels=(32, 64, 128),
+                               sample_size=16)
+
 
 def _resnet(cfg: UNetConfig, options: ModelOptions, channels: int, name: str) -> nn.Module:
   return maybe_remat(ResnetBlock2D, options)(channels, options, groups=cfg.norm_num_groups,

@@ -44,6 +44,11 @@ class VAEConfig:
   mid_block_add_attention: bool = True
   sample_size: int | tuple[int, ...] = 512
 
+  @property
+  def downsample_factor(self) -> int:
+    """Pixels per latent along each side: one 2x downsampling between encoder blocks."""
+    return 2 ** (len(self.block_out_channels) - 1)
+
   @classmethod
   def sd(cls) -> VAEConfig:
     """SD1.x and SD2.x share this VAE (ch 128, mult 1,2,4,4, z 4, factor 0.18215)."""
@@ -53,6 +58,14 @@ class VAEConfig:
   def tiny(cls) -> VAEConfig:
     """A 0.3M-parameter VAE with SD's 8x downsampling, for CPU tests and demos."""
     return cls(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8,
+               sample_size=64)
+
+  @classmethod
+  def mini(cls) -> VAEConfig:
+    """The shipped prior's VAE: 4x downsampling (64² photos → 16²x4 latents), because at
+    SD's 8x a 64² image keeps only 256 numbers and no small VAE reconstructs it well
+    enough for restoration to beat its input."""
+    return cls(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
                sample_size=64)
 
   @classmethod

@@ -63,7 +63,7 @@ def latent_scaling_factor(backbone: Backbone, config: ml_collections.ConfigDict,
 
 
 def export_backbone(workdir: str, out: str, *, step: int | None = None, use_ema: bool = True,
-                    scale_images: int = 64) -> dict:
+                    scale_images: int = 64, dtype: str = "float32") -> dict:
   """Writes the run's backbone to `out` (see the module docstring); returns what was
   exported: task, step and the VAE's scaling factor."""
   run = load_pretrained_backbone(workdir, step, use_ema)
@@ -74,7 +74,7 @@ def export_backbone(workdir: str, out: str, *, step: int | None = None, use_ema:
     module = vae.clone(config=dataclasses.replace(vae.config, scaling_factor=scale))
     backbone = dataclasses.replace(backbone, vae=Part(module, backbone.vae.params))
     logging.info("VAE latent scaling factor: %.5f (over %d crops)", scale, scale_images)
-  save_backbone(backbone, out)
-  return {"task": run.config.task, "step": run.step, "out": os.path.abspath(out),
+  save_backbone(backbone, out, dtype)
+  return {"task": run.config.task, "step": run.step, "out": os.path.abspath(out), "dtype": dtype,
           "scaling_factor": backbone.scaling_factor,
           "prediction_type": backbone.prediction_type}

@@ -163,8 +163,9 @@ class TextToImage(_Grid):
     states = encode_text(text.params, ids, text_encoder=text.module)
     self.text, self.empty = states[:-1], states[-1:]
     self.plan = samplers.make_plan(backbone.schedule(), exp.config.sample_steps)
-    side = exp.config.data.resolution // 8
-    self.layout = Layout((side, side), None, cfg=False, restoration_cfg=False)
+    factor = self.vae.module.config.downsample_factor
+    side = exp.config.data.resolution // factor
+    self.layout = Layout((side, side), None, cfg=False, restoration_cfg=False, factor=factor)
     self.start = jax.random.normal(jax.random.key(exp.config.seed + 1),
                                    (len(self.captions), side, side,
                                     self.unet.config.in_channels))
