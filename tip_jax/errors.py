@@ -21,7 +21,7 @@ class ConfigError(TipError):
 
 
 class TrainingError(TipError):
-  """A run that cannot go on as configured (its steps stay non-finite)."""
+  """A run that cannot go on: its steps stay non-finite, or its disk refuses writes."""
 
 
 class DataError(TipError):

@@ -5,6 +5,7 @@ bitwise where an uninterrupted run does. Runs with a data worker also show that 
 shared memory is left behind (Python's "leaked shared_memory" warning).
 """
 
+import errno
 import logging
 import os
 import re
@@ -244,3 +245,21 @@ def test_a_stuck_run_stops_with_one_line(tmp_path, monkeypatch):
       "(max_consecutive_skips=2); the run is stuck: lower optim.lr or check the data "
       "(checkpoint step 3 is kept)")
   assert _folders(tmp_path) == ["3"]
+
+
+def test_a_full_disk_outside_a_save_is_one_line(tmp_path, monkeypatch):
+  """The disk fills up while a sample grid is written (before any checkpoint): one line
+  naming the workdir and the reason, no OSError traceback."""
+
+  class FullDisk:
+    def __init__(self, exp, writer):
+      del exp, writer
+
+    def __call__(self, step, ema_params):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setitem(trainer.samples.GRIDS, "tip", FullDisk)
+  with pytest.raises(TrainingError) as e:
+    trainer.train(tiny_config(total_steps=1, sample_every_steps=1), str(tmp_path))
+  assert str(e.value) == f"a write in {tmp_path} failed: no space left on device"
+  assert _folders(tmp_path) == []

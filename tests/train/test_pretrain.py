@@ -42,6 +42,9 @@ def scalar_tags(workdir: Path) -> set[str]:
 
 
 @pytest.mark.slow
+# Reading the damaged step abandons Orbax's other reads, whose coroutines complain when
+# collected (the scripts drop that: checkpoint_files.quiet_background_failures).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
   """4 steps straight (with a reconstruction grid at step 4) == 2 steps, SIGKILL after
   the step-2 checkpoint, restart to 4. The export carries the EMA VAE and the latent

@@ -31,6 +31,7 @@ been released with it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -39,6 +40,7 @@ import flax.linen as nn
 import grain
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -131,28 +133,42 @@ def wait(mngr: ocp.CheckpointManager, state: state_lib.TrainState) -> None:
     raise
 
 
+def raise_if_save_failed(mngr: ocp.CheckpointManager, state: state_lib.TrainState) -> None:
+  """Raises, as `save` does, the failure of an async save that has ended; never waits
+  for one in flight. The trainer asks at log steps: a full disk stops the run there,
+  not a checkpoint interval later, after more steps and sample grids written to it."""
+  if not mngr.is_saving_in_progress():
+    wait(mngr, state)
+
+
 def _raise_if_refused(error: Exception, step: int | None, mngr: ocp.CheckpointManager,
                       state: state_lib.TrainState) -> None:
+  """`state` may be abstract (shapes only): it gives the size of a checkpoint."""
   why = files.write_failure(error)
   if why is not None:
-    size = sum(x.nbytes for x in jax.tree.leaves((state.params, state.ema_params,
-                                                   state.opt_state)))
+    size = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves((state.params, state.ema_params, state.opt_state)))
     raise CheckpointError(f"checkpoint save at step {step} failed: {why} in {mngr.directory} "
                           f"(a checkpoint here takes {files.size_text(size)})") from error
 
 
-def close(mngr: ocp.CheckpointManager, error: BaseException | None = None) -> None:
-  """Closes `mngr` once a save in flight is on disk. After `error` stopped training, a
-  failure of that save is logged on one line instead (it is `error` itself when the
-  save was what failed: then nothing more is said)."""
+def close(mngr: ocp.CheckpointManager, state: state_lib.TrainState,
+          error: BaseException | None = None) -> None:
+  """Closes `mngr` once a save in flight is on disk; a refused write raises as in `save`,
+  also after `error` stopped training (a full disk is then the cause to report, whatever
+  it broke first). Any other failure of that save after `error` is logged on one line
+  (nothing when it is `error`'s own cause: the save was what failed)."""
+  step = mngr.latest_step()  # the step in flight, if any, is the newest one
   try:
     mngr.close()
   except Exception as e:
+    if error is not None and e is error.__cause__:
+      return
+    _raise_if_refused(e, step, mngr, state)
     if error is None:
       raise
-    if e is not error.__cause__:
-      logging.warning("while stopping, a checkpoint save failed too: %s",
-                      files.one_line(str(e)) or type(e).__name__)
+    logging.warning("while stopping, a checkpoint save failed too: %s",
+                    files.one_line(str(e)) or type(e).__name__)
 
 
 def read_newest(mngr: ocp.CheckpointManager, read: Callable[[int], T],

@@ -165,21 +165,29 @@ def size_text(nbytes: int) -> str:
   return f"~{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"~{nbytes / 1e6:.3g} MB"
 
 
-def _through_orbax(record: pylogging.LogRecord) -> bool:
-  orbax = f"{os.sep}orbax{os.sep}"
-  tb = record.exc_info[2] if record.exc_info else None
+_ORBAX = f"{os.sep}orbax{os.sep}"
+
+
+def _orbax_frames(tb: Any, marker: str = _ORBAX) -> bool:
+  """Whether traceback `tb` passes through Orbax's code. Reads no module globals (an
+  unraisable exception can come while the interpreter shuts down and clears them)."""
   while tb is not None:
-    if orbax in tb.tb_frame.f_code.co_filename:
+    if marker in tb.tb_frame.f_code.co_filename:
       return True
     tb = tb.tb_next
-  return orbax in record.pathname
+  return False
+
+
+def _through_orbax(record: pylogging.LogRecord) -> bool:
+  return _orbax_frames(record.exc_info[2] if record.exc_info else None) or (
+      _ORBAX in record.pathname)
 
 
 class _OrbaxTracebacksOff(pylogging.Filter):
   """Log records about a failed checkpoint read or write: Orbax's own lose their
-  traceback (the message stays); asyncio's about the siblings of a failed task or
-  future ("... exception was never retrieved", at exit) go: the failure itself was
-  raised to the caller."""
+  traceback and go to the log file only (INFO; the failure is the job's last line);
+  asyncio's about the siblings of a failed task or future ("... exception was never
+  retrieved", at exit) go: the failure itself was raised to the caller."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
     if not record.exc_info:
@@ -188,18 +196,24 @@ class _OrbaxTracebacksOff(pylogging.Filter):
       return not (_through_orbax(record) or UNFINISHED in str(record.exc_info[1]))
     if _through_orbax(record):
       record.exc_info, record.exc_text = None, None
+      record.levelno, record.levelname = pylogging.INFO, "INFO"
     return True
 
 
-class _ClosedLoopsOff:
-  """An unraisable-exception hook that drops TensorStore's "Event loop is closed"."""
+class _AftermathOff:
+  """An unraisable-exception hook that drops what a failed save leaves for later:
+  TensorStore's "Event loop is closed" for reads and writes that finish after Orbax
+  gave up, and the errors of Orbax's abandoned coroutines when they are collected (at
+  exit: "ImportError: sys.meta_path is None", one per array fragment in flight)."""
 
   def __init__(self, previous: Callable[[Any], None]):
     self.previous = previous
+    self.orbax_frames = _orbax_frames  # bound now: module globals may be gone at exit
 
   def __call__(self, info: Any) -> None:
-    if not (isinstance(info.exc_value, RuntimeError)
-            and str(info.exc_value) == "Event loop is closed"):
+    closed_loop = (isinstance(info.exc_value, RuntimeError)
+                   and str(info.exc_value) == "Event loop is closed")
+    if not (closed_loop or self.orbax_frames(info.exc_traceback)):
       self.previous(info)
 
 
@@ -212,14 +226,16 @@ def quiet_background_failures() -> None:
   the threads it ran on.
 
   Orbax logs each failure of its background threads with a traceback (kept on one
-  line), asyncio those of its tasks nobody awaited any more (dropped; a dozen for one
-  full disk, at exit), and TensorStore reads and writes that finish after Orbax gave up
-  print "RuntimeError: Event loop is closed" each (dropped; 178 for one full disk).
-  Every other log record and unraisable exception is untouched. Idempotent.
+  line, as INFO: in the log file, off the console), asyncio those of its tasks nobody
+  awaited any more (dropped; a dozen for one full disk, at exit), TensorStore reads and
+  writes that finish after Orbax gave up print "RuntimeError: Event loop is closed"
+  each, and Orbax's abandoned write coroutines fail when collected at exit (both
+  dropped; 178 and 164 for one full disk). Every other log record and unraisable
+  exception is untouched. Idempotent.
   """
   for name in ("absl", "asyncio"):
     logger = pylogging.getLogger(name)
     if _TRACEBACKS_OFF not in logger.filters:
       logger.addFilter(_TRACEBACKS_OFF)
-  if not isinstance(sys.unraisablehook, _ClosedLoopsOff):
-    sys.unraisablehook = _ClosedLoopsOff(sys.unraisablehook)
+  if not isinstance(sys.unraisablehook, _AftermathOff):
+    sys.unraisablehook = _AftermathOff(sys.unraisablehook)

@@ -11,6 +11,8 @@ what stops a run is one line (README "When things go wrong").
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import time
 from typing import Any, Sequence
@@ -33,6 +35,8 @@ from tip_jax.experiment import setup as setup_lib
 from tip_jax.experiment import state as state_lib
 from tip_jax.train import samples
 from tip_jax.train import step as step_lib
+
+_DISK_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 class _StopFlag:
@@ -89,12 +93,22 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       try:
         state = _train(exp, stop, data_iter, mngr)
       except BaseException as error:
-        ckpt_lib.close(mngr, error)  # a save in flight still lands
+        # A save in flight still lands; one the disk refused is the cause to report.
+        ckpt_lib.close(mngr, exp.abstract_state(), error)
+        _raise_if_disk_refused(error, workdir)
         raise
-      ckpt_lib.close(mngr)
+      ckpt_lib.close(mngr, state)
       return state
     finally:
       data_lib.close(data_iter)  # stops Grain's worker processes, frees their shared memory
+
+
+def _raise_if_disk_refused(error: BaseException, workdir: str) -> None:
+  """A write outside a checkpoint save (a sample grid, say) that a full or
+  read-only disk refused is one line too: the disk is at fault, not tip_jax."""
+  if isinstance(error, OSError) and error.errno in _DISK_REFUSED:
+    where = f"writing {error.filename}" if error.filename else f"a write in {workdir}"
+    raise TrainingError(f"{where} failed: {os.strerror(error.errno).lower()}") from error
 
 
 class _SkipStreak:
@@ -194,6 +208,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
       writer.write_scalars(step, scalars)
       bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
       history, interval_start, interval_step = [], time.perf_counter(), step
+      ckpt_lib.raise_if_save_failed(mngr, state)  # a full disk stops the run here
       streak.update(values)
       if config.max_consecutive_skips and streak.length > config.max_consecutive_skips:
         raise TrainingError(_stuck(step, streak.length, config, mngr.latest_step()))
