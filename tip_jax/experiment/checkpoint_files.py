@@ -19,6 +19,7 @@ import logging as pylogging
 import os
 import re
 import sys
+import warnings
 from typing import Any, Callable, Iterable, Iterator
 
 import tensorstore as ts
@@ -230,9 +231,14 @@ def quiet_background_failures() -> None:
   awaited any more (dropped; a dozen for one full disk, at exit), TensorStore reads and
   writes that finish after Orbax gave up print "RuntimeError: Event loop is closed"
   each, and Orbax's abandoned write coroutines fail when collected at exit (both
-  dropped; 178 and 164 for one full disk). Every other log record and unraisable
-  exception is untouched. Idempotent.
+  dropped; 178 and 164 for one full disk), as are the warnings about its write
+  coroutines a failed save never started ("coroutine '...write_fragment' was never
+  awaited", at exit). Every other log record, unraisable exception and warning is
+  untouched. Idempotent.
   """
+  warnings.filterwarnings(
+      "ignore", message=r"coroutine '.*\.write_fragment' was never awaited",
+      category=RuntimeWarning)
   for name in ("absl", "asyncio"):
     logger = pylogging.getLogger(name)
     if _TRACEBACKS_OFF not in logger.filters:
