@@ -14,7 +14,7 @@ backbone that is a function of the seed), never re-saved. After the final save t
 trainer writes `checkpoints/train_complete` holding the last step; `checkpoints()`
 is how an evaluator follows a running trainer and knows when to stop.
 `load_for_inference` reads a TIP run for restoring, `load_pretrained_backbone` a
-pretraining run for `tip-export-backbone`.
+pretraining run and `load_estimator` an estimator run for `tip-export-backbone`.
 
 Checkpoints written before this layout (one `state` item) are not read: nothing had
 been released with it.
@@ -200,6 +200,30 @@ def _open(path: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
   return mngr, int(step)
 
 
+def run_config(path: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, int]:
+  """The config and step (default: the latest) of a run's checkpoint."""
+  mngr, step = _open(path, step)
+  try:
+    return read_config(mngr, step), step
+  finally:
+    mngr.close()
+
+
+def load_estimator(path: str, step: int | None = None, use_ema: bool = True
+                   ) -> tuple[ml_collections.ConfigDict, int, dict]:
+  """(config, step, params) of an estimator run (`config.task` estimator; EMA params by
+  default). Raises `CheckpointError` with one line for anything else."""
+  mngr, step = _open(path, step)
+  config = read_config(mngr, step)
+  if config.task != "estimator":
+    raise CheckpointError(f"{path}: a {config.task} run, not a degradation estimator run "
+                          "(configs/estimator.py)")
+  params = load_params(mngr, step, tasks_lib.estimator_module(config),
+                       "ema_params" if use_ema else "params")
+  mngr.close()
+  return config, step, params
+
+
 @dataclasses.dataclass
 class Pretrained:
   """What a backbone pretraining run produced."""
@@ -238,8 +262,10 @@ def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
   mngr, step = _open(path, step)
   config = read_config(mngr, step)
   if config.task != "tip":
-    raise CheckpointError(f"{path}: a {config.task} pretraining run, not a TIP one "
-                          "(tip-export-backbone turns it into a backbone folder)")
+    kind, made = (("pretraining run", "a backbone folder") if config.task in ("vae", "unet")
+                  else ("run", "an estimator folder"))
+    raise CheckpointError(f"{path}: a {config.task} {kind}, not a TIP one "
+                          f"(tip-export-backbone turns it into {made})")
   if backbone is not None:
     config.model.backbone = backbone
   comps = components_lib.build(config)
