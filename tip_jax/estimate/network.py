@@ -61,11 +61,15 @@ _DCT = _dct_matrix()
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # JPEG's (BT.601) Y
 
 
-# Log energies span about [-14, 2] (1e-6 floor); scaled, they reach the head near unit size.
+# Log energies span about [-14, 2]; scaled, they reach the head near unit size.
 _LOG_SCALE = 0.2
+# Energy floors: the DCT's is below 8-bit rounding noise (about 1.3e-6 per coefficient
+# in [0, 1] units), so the faintest noise still shows; nothing learned sits before it.
+# The conv stages' keeps the gradient into the learned filters bounded (`_log_energies`).
+_DCT_FLOOR, _CONV_FLOOR = 1e-6, 1e-4
 
 
-def _log_energies(x: Array, median: bool = False) -> Array:
+def _log_energies(x: Array, floor: float, median: bool = False) -> Array:
   """Per channel, summaries of a filter bank's responses over the image, in log space:
   their mean energy (set by edges and texture: what blur and resizing take away), their
   geometric mean energy and, with `median`, their median energy (both set by the flat
@@ -74,8 +78,11 @@ def _log_energies(x: Array, median: bool = False) -> Array:
   between them measure how sparse the responses are, as JPEG's zeroed coefficients make
   them. Degradations scale energies, so in log space strengths are close to linear in
   these. (The median is a sort: on XLA's CPU it took 3/4 of a training step over the
-  conv stages' 4096-position maps, so only the DCT branch's few blocks use it.)"""
-  energy = jnp.square(x.astype(jnp.float32)).reshape(x.shape[0], -1, x.shape[-1]) + 1e-6
+  conv stages' 4096-position maps, so only the DCT branch's few blocks use it.)
+
+  `floor` is added to every energy; it bounds the log's gradient (1 / sqrt(floor) at
+  most)."""
+  energy = jnp.square(x.astype(jnp.float32)).reshape(x.shape[0], -1, x.shape[-1]) + floor
   logs = [jnp.log(jnp.mean(energy, axis=1)), jnp.mean(jnp.log(energy), axis=1)]
   if median:
     logs.append(jnp.log(jnp.median(energy, axis=1)))
@@ -96,7 +103,7 @@ def _dct_statistics(images: Array) -> Array:
     blocks = y[:, :h, :w].reshape(b, h // BLOCK, BLOCK, w // BLOCK, BLOCK)
     coef = jnp.einsum("ux,bixjy,vy->bijuv", dct, blocks, dct,
                       precision=jax.lax.Precision.HIGHEST).reshape(b, h // BLOCK, w // BLOCK, -1)
-    out += [_log_energies(coef / 255.0, median=True),
+    out += [_log_energies(coef / 255.0, _DCT_FLOOR, median=True),
             jnp.mean((jnp.abs(coef) < 0.5).astype(jnp.float32), axis=(1, 2))]
   return jnp.concatenate(out, axis=-1)
 
@@ -127,7 +134,7 @@ class DegradationEstimator(nn.Module):
         x = conv(width, o, f"down_{i}", stride=2)(nn.silu(x))
       for j in range(c.blocks):
         x = _Residual(o, name=f"stage_{i}_{j}")(x)
-      pooled.append(_log_energies(x))
+      pooled.append(_log_energies(x, _CONV_FLOOR))
     pooled.append(jnp.mean(nn.silu(x).astype(jnp.float32), axis=(1, 2)))
     h = layer_norm(o, "norm")(jnp.concatenate(pooled, axis=-1).astype(o.dtype))
     h = nn.silu(dense(c.head, o, "head_0", axes=("embed", "mlp"))(h))
