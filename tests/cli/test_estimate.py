@@ -30,7 +30,7 @@ def test_one_prompt_per_image_json_with_sources_and_bad_inputs_on_one_line(tmp_p
   assert "broken.png: not a readable image" in err[0]
   assert "tiny.png: 12x9 pixels is too small" in err[1]
 
-  status, out, err = _run(estimate_cli, photos / "b.jpg", photos / "a.png", "--json",
+  status, out, err = _run(estimate_cli, photos / "b.jpg", photos / "a.png", "--jsonl",
                           "--estimator", folder, capsys=capsys)
   assert status == 0 and err == []
   jpeg, png = (json.loads(line) for line in out.strip().splitlines())

@@ -22,7 +22,7 @@ SCRIPTS = {
     "tip-demo": ["--checkpoint", "--host", "--port", "--max_upload_mb", "--max_side", "--steps",
                  "--seed", "--estimator"],
     "tip-export-backbone": ["--step", "--ema", "--scale_images", "--overwrite"],
-    "tip-estimate": ["--json", "--estimator"],
+    "tip-estimate": ["--jsonl", "--estimator"],
 }
 
 

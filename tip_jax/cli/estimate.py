@@ -1,15 +1,15 @@
-"""Usage: tip-estimate IMAGE... [--json] [--estimator DIR]
+"""Usage: tip-estimate IMAGE... [--jsonl] [--estimator DIR]
 
     tip-estimate photo.jpg scans/
-    tip-estimate photo.jpg --json > prompts.jsonl
+    tip-estimate photo.jpg --jsonl > prompts.jsonl
 
 Estimates how each image was degraded and prints the restoration prompt TIP
 understands, one line per image ("photo.jpg: Deblur with sigma 1.4; Dejpeg with
-quality 62;"), or with --json one JSON object per line: the prompt, and for Real-ESRGAN's
-mix ("Remove all degradation") and each stage its probability, its strength on the
-prompt's grid and where the value came from ("estimate": the network; "file": a JPEG
-file's quality, read exactly from its quantisation tables). Folders give their image
-files. Feed a prompt to `tip-restore --restoration "..."`, edited if you disagree, or
+quality 62;"), or with --jsonl one JSON object per line: the prompt, and for
+Real-ESRGAN's mix ("Remove all degradation") and each stage its probability, its
+strength on the prompt's grid and where the value came from ("estimate": the network;
+"file": a JPEG file's quality, read exactly from its quantisation tables). Folders give
+their image files. (The flag is --jsonl, not --json: tip-eval's --json names a file.) Feed a prompt to `tip-restore --restoration "..."`, edited if you disagree, or
 let `tip-restore --restoration auto` estimate it for you. A bad input (missing, not an
 image, too small) is reported on one line and the others are still estimated; the exit
 status is then 1.
@@ -26,8 +26,8 @@ from tip_jax.cli import common, estimating
 from tip_jax.errors import ImageError
 
 PROG = "tip-estimate"
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object per image (JSONL) with "
-                          "per-stage probabilities, values and their sources.")
+_JSONL = flags.DEFINE_bool("jsonl", False, "Print one JSON object per image (JSON Lines) "
+                           "with per-stage probabilities, values and their sources.")
 NONE_FOUND = "(no degradation found: the empty restoration prompt)"
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
       print(f"{PROG}: {e}", file=sys.stderr)
       failures += 1
       continue
-    if _JSON.value:
+    if _JSONL.value:
       print(json.dumps({"image": path, **estimate.to_json()}), flush=True)
     else:
       print(f"{path}: {estimate.prompt() or NONE_FOUND}", flush=True)
