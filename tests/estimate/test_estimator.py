@@ -10,10 +10,10 @@ from PIL import Image
 
 from tests.fixtures.estimator import CROP, saved_tiny_estimator, tiny_estimator
 from tip_jax.degrade import BLIND_PROMPT, prompts
+from tip_jax.degrade.parameterized import TIPConfig
 from tip_jax.errors import CheckpointError, ImageError
 from tip_jax.estimate import DEFAULT_PATH, heads, load
 from tip_jax.estimate.estimator import SPEC, WEIGHTS
-from tip_jax.degrade.parameterized import TIPConfig
 
 
 def _photo(size=(70, 90), seed=0) -> np.ndarray:
