@@ -12,13 +12,17 @@ setup(
     python_requires=">=3.11",
     # CLIP's BPE table (MIT), for the tiny config's tokenizer, is package data: installed
     # as tip_jax/third_party/clip_bpe/ from the repository's third_party/clip_bpe.
+    # The trained degradation estimator (configs/estimator.py) is package data too, so
+    # `--restoration auto` works on a fresh install.
     packages=find_packages(include=["tip_jax", "tip_jax.*"]) + ["tip_jax.third_party.clip_bpe"],
     package_dir={"tip_jax.third_party.clip_bpe": "third_party/clip_bpe"},
     # The small prior the project trained (configs/prior.py), a diffusers folder read by
     # `--config.model.backbone=embedded`, is package data too.
     package_data={"tip_jax.third_party.clip_bpe": ["bpe_simple_vocab_16e6.txt.gz", "LICENSE",
                                                    "README.md"],
-                  "tip_jax": ["assets/*.md", "assets/prior/*.json", "assets/prior/*/*"]},
+                  "tip_jax": ["assets/*.md", "assets/prior/*.json", "assets/prior/*/*",
+                              "assets/estimator/model.safetensors",
+                              "assets/estimator/config.json"]},
     install_requires=[
         "absl-py",
         "array_record>=0.8",
@@ -49,6 +53,9 @@ setup(
         "test": [
             "import-linter",   # the layer contract in .importlinter, checked by .ci/run
             "pytest",
+            # scikit-image's wavelet noise estimator (estimate_sigma) needs it: the
+            # degradation estimator's noise table is measured against that estimator.
+            "PyWavelets",
             "torch==2.13.0",   # a CPU wheel of this version is on the build machines' disk
             "diffusers>=0.40",
             "opencv-python-headless",  # BasicSR's degradation code imports cv2
@@ -78,5 +85,6 @@ setup(
     entry_points={"console_scripts": [
         f"tip-{name.replace('_', '-')}=tip_jax.cli.{name}:run"
         for name in ("train", "restore", "walk", "degrade", "prepare", "models", "eval",
-                     "convert_inception", "make_benchmark", "demo", "export_backbone")]},
+                     "convert_inception", "make_benchmark", "demo", "export_backbone",
+                     "estimate")]},
 )

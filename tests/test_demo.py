@@ -1,10 +1,14 @@
 """tip_jax.demo without a server: the prompt the stage controls build, the upload limits,
 and the page's queueing (restorations one at a time; prompt edits never wait)."""
 
+import copy
+
+import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.estimator import tiny_estimator
 from tests.fixtures.restore import tiny_restorer
 from tip_jax import demo
 from tip_jax.degrade import BLIND_PROMPT, prompts
@@ -49,3 +53,23 @@ def test_restorations_queue_one_at_a_time_and_prompt_edits_do_not_wait():
   events = {fn.name: fn for fn in page.fns.values()}
   assert events["restore"].queue and events["restore"].concurrency_limit == 1
   assert not events["controls_prompt"].queue
+
+
+def test_estimate_fills_the_restoration_prompt_and_restores_at_the_photos_size(tmp_path):
+  restorer = copy.copy(tiny_restorer())
+  restorer.estimator = tiny_estimator()
+  options = dict(semantic_prompt="", steps=5, guidance=4.0, seed=0)
+  events = {fn.name: fn for fn in demo.build(restorer, demo.Limits(max_side=48),
+                                               options).fns.values()}
+  path = str(tmp_path / "in.jpg")
+  pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(path, quality=50)
+  prompt, status, resize = events["estimate"].fn(path)
+  found = tiny_estimator().estimate_file(path)
+  assert prompt == found.prompt() and resize is False
+  assert status.startswith("Estimated (probabilities): Real-ESRGAN mix ")
+  assert "Dejpeg: quality 50 read from the JPEG file" in status
+  assert status == demo.describe(found)
+  Image.fromarray(np.zeros((60, 60, 3), np.uint8)).save(tmp_path / "big.png")
+  with pytest.raises(gr.Error, match="the image is 60x60: at most 48 pixels a side"):
+    events["estimate"].fn(str(tmp_path / "big.png"))

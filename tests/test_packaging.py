@@ -1,5 +1,6 @@
 """The wheel carries what an install needs outside a source checkout: CLIP's BPE table and
-the shipped prior as package data, and every console script pointing at `tip_jax.cli`."""
+the shipped prior and the trained degradation estimator as package data, and every console
+script pointing at `tip_jax.cli`."""
 
 import pathlib
 import subprocess
@@ -22,11 +23,14 @@ def test_wheel_ships_the_bpe_table_and_the_scripts(tmp_path):
   shipped = {f"tip_jax/assets/prior/{p.relative_to(prior)}" for p in prior.rglob("*")
              if p.is_file()}
   assert len(shipped) >= 11 and shipped <= names, shipped - names
+  assert {"tip_jax/assets/estimator/model.safetensors",
+          "tip_jax/assets/estimator/config.json"} <= names
   scripts = next(n for n in names if n.endswith("entry_points.txt"))
   lines = [line for line in wheel.read(scripts).decode().splitlines() if "=" in line]
-  assert len(lines) == 11 and all("= tip_jax.cli." in line for line in lines), lines
+  assert len(lines) == 12 and all("= tip_jax.cli." in line for line in lines), lines
   assert "tip-convert-inception = tip_jax.cli.convert_inception:run" in lines, lines
   assert "tip-eval = tip_jax.cli.eval:run" in lines, lines
   assert "tip-make-benchmark = tip_jax.cli.make_benchmark:run" in lines, lines
   assert "tip-demo = tip_jax.cli.demo:run" in lines, lines
   assert "tip-export-backbone = tip_jax.cli.export_backbone:run" in lines, lines
+  assert "tip-estimate = tip_jax.cli.estimate:run" in lines, lines

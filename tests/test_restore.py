@@ -1,13 +1,19 @@
 """TIPRestorer on tiny random models: determinism, padding, prompts, guidance, control
 strength, tiles over devices, colour fix, and a 1536x1024 tiled restore (memory, seams)."""
 
+import copy
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tests.fixtures.estimator import tiny_estimator
 from tests.fixtures.restore import tiny_restorer
 
-from tip_jax.errors import PromptError
+from tip_jax.degrade.parameterized import TIPConfig
+from tip_jax.errors import CheckpointError, PromptError
+from tip_jax.estimate import estimator as estimator_lib
 from tip_jax.diffusion import colorfix
 from tip_jax import restore as restore_lib
 from tip_jax.models import tip
@@ -238,3 +244,34 @@ def test_upsample_prompt_resizes_the_small_input_as_training_brought_it_back():
                                           mode="area").permute(0, 2, 3, 1).numpy()
   small = np.round(small * 255) / 255   # training stores the small image on 8-bit levels
   np.testing.assert_allclose(restore_lib._resize(small, 4.0), trained, atol=1e-5)
+
+
+def test_auto_prompts_are_estimated_from_the_image_which_keeps_its_size(restorer,
+                                                                         monkeypatch):
+  """"auto" restores as the estimated prompt typed with upsample=False: an estimated
+  "Upsample to Fx" describes the input as given, so it is not resized again."""
+  estimator = copy.copy(tiny_estimator())
+  found = estimator.decide(np.array([-5, 4, 4, -4, -4, 0.5, 0.5, 0.5, 0.5], np.float32))
+  monkeypatch.setattr(estimator, "estimate", lambda image: found)
+  auto_restorer = copy.copy(restorer)
+  auto_restorer.estimator = estimator
+  image = _image(40, 48)
+  text = auto_restorer.auto_prompt(image)
+  assert text == "Deblur with sigma 0.8; Upsample to 2.0x;"
+  auto = auto_restorer.restore(image, restoration_prompt=" Auto ", steps=2)
+  typed = auto_restorer.restore(image, restoration_prompt=text, steps=2, upsample=False)
+  assert auto.shape == image.shape
+  np.testing.assert_array_equal(auto, typed)
+  no_params = copy.copy(auto_restorer)
+  no_params.degrade_config = dataclasses.replace(restorer.degrade_config,
+                                                 tip=TIPConfig(with_values_prob=0.0))
+  assert no_params.auto_prompt(image) == "Deblur; Upsample;"
+
+
+def test_auto_without_an_estimator_names_the_missing_file(restorer, monkeypatch, tmp_path):
+  monkeypatch.setattr(estimator_lib, "DEFAULT_PATH", str(tmp_path / "estimator"))
+  fresh = copy.copy(restorer)
+  fresh._estimator = None
+  with pytest.raises(CheckpointError, match=rf"^{tmp_path}/estimator/config.json: no such "
+                                            "file \\(the degradation estimator"):
+    fresh.restore(_image(32, 32), restoration_prompt="auto", steps=1)

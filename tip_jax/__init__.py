@@ -14,8 +14,9 @@ one line do not import each other). `.importlinter` states the same contract and
     experiment                shared by trainer, evaluator and restorer: config loading,
                               components, tasks, sharding, state, checkpoints, losses, setup
     convert | data            weight files <-> params | the Grain input pipeline
-    metrics                   PSNR, SSIM, LPIPS, FID (Inception), CLIP-I/-T: pure,
-                              batched; also what pretraining losses reuse (LPIPS)
+    metrics | estimate        PSNR, SSIM, LPIPS, FID (Inception), CLIP-I/-T: pure,
+                              batched; also what pretraining losses reuse (LPIPS) |
+                              the degradation estimator: photo -> restoration prompt
     models                    Flax models and the frozen Backbone
     degrade | diffusion       on-device degradations | schedules, samplers, tiling
     image_io | unpickle       image files in and out | weight pickles without code

@@ -3,13 +3,14 @@
     page = build(restorer, Limits(max_upload_mb=10, max_side=1024), options)
     page.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1")
 
-A person uploads a photo, gives a semantic prompt and a restoration prompt (typed, or
+A person uploads a photo, gives a semantic prompt and a restoration prompt (typed,
 built from the four stage controls: the text follows them as they move, in the
-training form of `prompts.Stages.prompt`), and gets the input and the restoration in
-one before/after slider. The upload is checked against the limits from its file header
-before it is decoded, so an oversized image costs no memory; every refusal is one line
-in the page. Requests share one restorer and its device(s): the caller queues them one
-at a time.
+training form of `prompts.Stages.prompt`, or estimated from the photo by the
+degradation estimator, with each stage's probability shown, to edit before restoring),
+and gets the input and the restoration in one before/after slider. The upload is
+checked against the limits from its file header before it is decoded, so an oversized
+image costs no memory; every refusal is one line in the page. Requests share one
+restorer and its device(s): the caller queues them one at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 
 from tip_jax.degrade import BLIND_PROMPT, prompts
 from tip_jax.errors import ImageError, TipError
+from tip_jax.estimate import Estimate
 from tip_jax.image_io import image_size, read_rgb
 from tip_jax.restore import TIPRestorer
 
@@ -58,6 +60,20 @@ def read_upload(path: str, factor: float | None, limits: Limits) -> np.ndarray:
                      "pixels a side are restored here (use a smaller image, or start "
                      "tip-demo with a larger --max_side)")
   return read_rgb(path)
+
+
+def describe(estimate: Estimate) -> str:
+  """One line: the probability behind each part of an estimated prompt, and where each
+  strength came from."""
+  parts = [f"Real-ESRGAN mix {estimate.blind_probability:.2f}"]
+  for clause in prompts.CLAUSES:
+    stage = estimate.stages[clause.field]
+    if stage.source == "file":
+      parts.append(f"{clause.verb}: quality {stage.value:g} read from the JPEG file")
+    else:
+      parts.append(f"{clause.verb} {stage.probability:.2f}"
+                   + (f" ({clause.link} {stage.value:g})" if stage.present else ""))
+  return "Estimated (probabilities): " + "; ".join(parts) + ". Edit the prompt if you disagree."
 
 
 def before_after(image: np.ndarray, restored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,11 +115,12 @@ def build(restorer: TIPRestorer, limits: Limits, options: dict) -> gr.Blocks:
   devices = jax.devices()
   where = f"{len(devices)} x {devices[0].device_kind}"
 
-  def restore(path, semantic, restoration, steps, guidance, seed, progress=gr.Progress()):
+  def restore(path, semantic, restoration, resize, steps, guidance, seed,
+              progress=gr.Progress()):
     if not path:
       raise gr.Error("Upload an image first.")
     try:
-      factor = restorer.upsample_factor(restoration)
+      factor = restorer.upsample_factor(restoration) if resize else None
       image = read_upload(path, factor, limits)
     except TipError as e:
       raise gr.Error(str(e)) from None
@@ -112,7 +129,8 @@ def build(restorer: TIPRestorer, limits: Limits, options: dict) -> gr.Blocks:
     # the page shows this line, the elapsed time and, after a first request, its estimate.
     progress(None, desc=f"sampling {int(steps)} steps (a new image size compiles first)")
     restored = restorer.restore(image, semantic, restoration, steps=int(steps),
-                                guidance=float(guidance), seed=int(seed), **fixed)
+                                guidance=float(guidance), seed=int(seed),
+                                upsample=bool(resize), **fixed)
     seconds = time.perf_counter() - started
     given = restorer.restoration_conditioning(restoration)[0]
     status = (f"Restored {image.shape[1]}x{image.shape[0]} -> "
@@ -121,11 +139,22 @@ def build(restorer: TIPRestorer, limits: Limits, options: dict) -> gr.Blocks:
               f"c_r = \"{given}\".")
     return before_after(image, restored), status
 
+  def estimate(path):
+    if not path:
+      raise gr.Error("Upload an image first.")
+    try:
+      read_upload(path, None, limits)
+      found = restorer.estimator.estimate_file(path)
+    except TipError as e:
+      raise gr.Error(str(e)) from None
+    return restorer.prompt_for(found), describe(found), False
+
   with gr.Blocks(title="tip-demo", analytics_enabled=False,
                  delete_cache=(600, 3600)) as page:
     gr.Markdown("# TIP: text-driven image restoration\n"
                 "Upload a photo, say what it shows (semantic prompt) and what to undo "
-                "(restoration prompt: type it, or switch on the stages below), then "
+                "(restoration prompt: type it, switch on the stages below, or let "
+                "**Estimate** write it), then "
                 f"**Restore**. Running on {where}; one request at a time, the others "
                 f"wait in line. Uploads: at most {limits.max_upload_mb:g} MiB and "
                 f"{limits.max_side} pixels a side.")
@@ -138,8 +167,14 @@ def build(restorer: TIPRestorer, limits: Limits, options: dict) -> gr.Blocks:
                               "(empty: none)")
         with gr.Group():
           controls = _stage_controls(restorer)
-          restoration = gr.Textbox(BLIND_PROMPT, label="restoration prompt c_r (typed, or "
-                                   "built from the stages above)")
+          restoration = gr.Textbox(BLIND_PROMPT, label="restoration prompt c_r (typed, "
+                                   "built from the stages above, or estimated)")
+          estimate_button = gr.Button("Estimate the restoration prompt from the photo",
+                                      size="sm")
+          # An estimated "Upsample to Fx" says the photo already is a small image brought
+          # up F times: Estimate unticks this, so it is restored at its own size.
+          resize = gr.Checkbox(True, label="resize the input by the prompt's Upsample "
+                               "factor (unticked: it already is at its final size)")
         with gr.Row():
           steps = gr.Slider(1, max(200, options["steps"]), value=options["steps"], step=1,
                             label="steps")
@@ -153,6 +188,8 @@ def build(restorer: TIPRestorer, limits: Limits, options: dict) -> gr.Blocks:
         status = gr.Markdown()
     gr.on([c.change for c in controls], controls_prompt, controls, restoration,
           queue=False, show_progress="hidden")
-    button.click(restore, [image, semantic, restoration, steps, guidance, seed],
+    button.click(restore, [image, semantic, restoration, resize, steps, guidance, seed],
                  [result, status], concurrency_limit=1)
+    estimate_button.click(estimate, [image], [restoration, status, resize],
+                          concurrency_limit=1)
   return page

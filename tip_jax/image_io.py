@@ -44,6 +44,27 @@ def read_rgb(path: str) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def quantization_tables(path: str) -> dict[int, list[int]] | None:
+  """A JPEG file's quantisation tables (PIL's `quantization`: table id -> 64 entries,
+  row-major), None for any other format; what the degradation estimator reads the
+  file's JPEG quality from."""
+  with _opened(path) as im:
+    return {k: list(v) for k, v in im.quantization.items()} if im.format == "JPEG" else None
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+  """uint8 (H, W) or (H, W, 1|3|4) -> uint8 (H, W, 3): grey repeated, alpha dropped (the
+  conversion `read_rgb` applies to files, for arrays a caller hands over)."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(f"expected a uint8 image, got {image.dtype}")
+  if image.ndim == 2:
+    image = image[:, :, None]
+  if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+    raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+  return np.broadcast_to(image[:, :, :3], image.shape[:2] + (3,))
+
+
 def image_size(path: str) -> tuple[int, int]:
   """(width, height) from the file's header alone: what a server checks against its
   limits before it spends memory decoding an upload."""

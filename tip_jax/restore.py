@@ -3,6 +3,7 @@
     restorer = TIPRestorer.from_checkpoint("workdir")
     out = restorer.restore(image, "a zebra", "Deblur with sigma 3.0;", steps=50, seed=0)
     outs = restorer.restore_batch(images, ["a zebra"] * 4, ["Deblur with sigma 3.0;"] * 4)
+    out = restorer.restore(image, restoration_prompt="auto")   # estimated from the image
 
 The programs (`sample_latents`, `decode`, `encode`, `encode_text`) are module-level
 pure functions of params and arrays, jitted with the models and the `Layout` (sizes,
@@ -17,6 +18,9 @@ resolution the latent is tiled: at every step each overlapping tile is denoised 
 own and the outputs are blended into one latent (`tip_jax.diffusion.tiling`), and the
 VAE decodes (and encodes) tile by tile, so activation memory is set by the tile, not the
 image. Tiles can be spread over devices. Same inputs and seed, same image.
+
+The restoration prompt "auto" is written from the image by the degradation estimator
+(`tip_jax.estimate`; the one installed with tip_jax unless `estimator` is set).
 """
 
 from __future__ import annotations
@@ -35,7 +39,10 @@ from absl import logging
 from tip_jax.degrade import BLIND_PROMPT, DegradeConfig, prompts, resizing
 from tip_jax.diffusion import colorfix, samplers, tiling
 from tip_jax.diffusion.schedules import add_noise
+from tip_jax.estimate import Estimate, Estimator
+from tip_jax.estimate import load as load_estimator
 from tip_jax.experiment.sharding import leading_shards
+from tip_jax.image_io import as_rgb
 from tip_jax.models import tip
 from tip_jax.models.backbone import Backbone
 from tip_jax.models.controlnet import ControlNetModel
@@ -46,6 +53,11 @@ DEFAULT_GUIDANCE = 4.0
 # c_r of the training pairs that no stage degraded ("nothing to undo"): restoration
 # guidance extrapolates from its prediction towards the given prompt's.
 NULL_RESTORATION = ""
+AUTO = "auto"   # the restoration prompt that asks for an estimated one
+
+
+def is_auto(text: str) -> bool:
+  return text.strip().lower() == AUTO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +187,7 @@ class TIPRestorer:
     self._restoration: dict[str, tuple[str, float | None]] = {}  # typed -> conditioning
     self._dropped_semantic: set[str] = set()                       # warned about once
     self.controlnet, self.controlnet_params = controlnet, controlnet_params
+    self._estimator: Estimator | None = None                      # loaded on first "auto"
     self.resolution = resolution
     self.degrade_config = degrade_config or DegradeConfig(size=(resolution, resolution))
     self.tile_batch = tile_batch
@@ -204,6 +217,34 @@ class TIPRestorer:
     other = copy.copy(self)
     other.controlnet_params = controlnet_params
     return other
+
+  @property
+  def estimator(self) -> Estimator:
+    """The degradation estimator "auto" prompts come from: the installed one unless set;
+    loading a missing one raises `CheckpointError` naming the file."""
+    if self._estimator is None:
+      self.estimator = load_estimator()
+    return self._estimator
+
+  @estimator.setter
+  def estimator(self, estimator: Estimator) -> None:
+    ranges = self.degrade_config.tip.ranges
+    if estimator.spec.ranges != ranges:
+      logging.warning("the degradation estimator %s writes strengths in %s; this model was "
+                      "trained on %s", estimator.source, estimator.spec.ranges, ranges)
+    self._estimator = estimator
+
+  def prompt_for(self, estimate: Estimate) -> str:
+    """An estimate's restoration prompt as this model reads prompts: with strengths, or
+    naming the stages only for a model trained without them (`no_params`)."""
+    return estimate.prompt(with_values=self.degrade_config.tip.with_values_prob > 0)
+
+  def auto_prompt(self, image: np.ndarray) -> str:
+    """The restoration prompt the estimator writes for uint8 `image` (from its pixels;
+    `Estimator.estimate_file` also reads a JPEG file's quality)."""
+    text = self.prompt_for(self.estimator.estimate(image))
+    logging.info("estimated restoration prompt: %r", text)
+    return text
 
   def restoration_conditioning(self, restoration_prompt: str) -> tuple[str, float | None]:
     """(the text the model is given, the "Upsample to Fx" factor or None) for a typed
@@ -257,7 +298,9 @@ class TIPRestorer:
                     devices: int | None = None,
                     batch_sharding: jax.sharding.NamedSharding | None = None) -> np.ndarray:
     """Same-size uint8 images (after any "Upsample to" resize), each with its own prompts
-    (a str applies to all) → uint8 (B, H', W', 3), in one sampling program.
+    (a str applies to all) → uint8 (B, H', W', 3), in one sampling program. A
+    restoration prompt "auto" is estimated from its image (`auto_prompt`); the estimate
+    describes the image as given, so its "Upsample to" factor never resizes it.
 
     seed: one per image (an int s gives s, s+1, ...); image i's noise is drawn from
       its own seed alone, so it restores as it would on its own (`restore`).
@@ -279,16 +322,18 @@ class TIPRestorer:
     n = len(images)
     semantic = [self.semantic_conditioning(t)
                 for t in _per_image(semantic_prompts, n, "semantic_prompts")]
-    conditioning = [self.restoration_conditioning(t)
-                    for t in _per_image(restoration_prompts, n, "restoration_prompts")]
+    typed = _per_image(restoration_prompts, n, "restoration_prompts")
+    auto = [is_auto(t) for t in typed]
+    conditioning = [self.restoration_conditioning(self.auto_prompt(image) if a else t)
+                    for image, t, a in zip(images, typed, auto)]
     restoration = [text for text, _ in conditioning]
     seeds = list(range(seed, seed + n)) if isinstance(seed, int) else list(seed)
     if len(seeds) != n:
       raise ValueError(f"{len(seeds)} seeds for {n} images")
     degraded = []
-    for image, (_, factor) in zip(images, conditioning):
+    for image, (_, factor), a in zip(images, conditioning, auto):
       rgb = _as_rgb(image)
-      degraded.append(rgb if factor is None or not upsample else _resize(rgb, factor))
+      degraded.append(rgb if factor is None or not upsample or a else _resize(rgb, factor))
     if len({d.shape for d in degraded}) > 1:
       raise ValueError("restore_batch needs images of one size (after any upsampling), got "
                        f"{sorted({d.shape[1:3] for d in degraded})}")
@@ -409,15 +454,7 @@ _resize_canvas = jax.jit(resizing.resize, static_argnums=(1, 2, 3, 4))
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
   """uint8 (H, W), (H, W, 1|3|4) -> float32 (1, H, W, 3) in [0, 1]."""
-  image = np.asarray(image)
-  if image.dtype != np.uint8:
-    raise ValueError(f"expected a uint8 image, got {image.dtype}")
-  if image.ndim == 2:
-    image = image[:, :, None]
-  if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-    raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
-  image = np.broadcast_to(image[:, :, :3], image.shape[:2] + (3,))
-  return image[None].astype(np.float32) / 255.0
+  return as_rgb(image)[None].astype(np.float32) / 255.0
 
 
 def _resize(image: np.ndarray, factor: float) -> np.ndarray:

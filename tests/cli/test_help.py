@@ -9,7 +9,8 @@ import pytest
 # script -> flags its help must list (its own, and shared ones it uses)
 SCRIPTS = {
     "tip-train": ["--config", "--workdir", "--distributed"],
-    "tip-restore": ["--restoration", "--checkpoint", "--steps", "--out", "--overwrite", "--seed"],
+    "tip-restore": ["--restoration", "--checkpoint", "--steps", "--out", "--overwrite", "--seed",
+                    "--estimator"],
     "tip-walk": ["--rows", "--col_values", "--checkpoint", "--out"],
     "tip-degrade": ["--n", "--prompt", "--out", "--seed"],
     "tip-prepare": ["--captions", "--output", "--shard_size"],
@@ -19,8 +20,9 @@ SCRIPTS = {
     "tip-make-benchmark": ["--kind", "--images", "--captions", "--out", "--count", "--size",
                            "--seed"],
     "tip-demo": ["--checkpoint", "--host", "--port", "--max_upload_mb", "--max_side", "--steps",
-                 "--seed"],
+                 "--seed", "--estimator"],
     "tip-export-backbone": ["--step", "--ema", "--scale_images", "--overwrite"],
+    "tip-estimate": ["--jsonl", "--estimator"],
 }
 
 
@@ -51,5 +53,5 @@ def test_every_script_loads_in_one_process():
   DuplicateFlagError on the second import)."""
   import importlib
   for name in ("train", "restore", "walk", "degrade", "prepare", "models", "convert_inception",
-               "make_benchmark", "eval", "demo", "export_backbone"):
+               "make_benchmark", "eval", "demo", "export_backbone", "estimate"):
     assert callable(importlib.import_module(f"tip_jax.cli.{name}").run)

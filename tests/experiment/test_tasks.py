@@ -4,10 +4,13 @@ frozen params it needs and starts from the backbone's weights."""
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tip_jax.degrade import params_to_tree, sample_params
 from tip_jax.errors import ConfigError
+from tip_jax.estimate.network import DegradationEstimator
 from tip_jax.experiment import components, sharding, tasks
 from tip_jax.experiment.config import load_config
 from tip_jax.models import params as params_lib
@@ -77,3 +80,31 @@ def test_the_unet_base_needs_a_backbone_folder():
     components.build(load_config(str(CONFIGS / "prior.py:unet")), abstract=True)
   with pytest.raises(ConfigError, match="unknown config part"):
     load_config(str(CONFIGS / "prior.py:gan"))
+
+
+def test_the_estimator_task_learns_the_drawn_degradations_from_8_bit_images():
+  """No backbone weights are read; the step's inputs are the degraded crops rounded to
+  8 bits, the targets the drawn parameters; the loss masks what a draw does not define."""
+  config, comps, task = _task("estimator.py:estimator", **{"data.resolution": 32,
+                                                            "estimator.widths": (4, 8),
+                                                            "estimator.head": 8})
+  assert isinstance(task.module, DegradationEstimator) and task.frozen_parts == ()
+  assert task.device_keys == ("image", "degrade", "index")
+  assert isinstance(jax.tree.leaves(comps.backbone.params)[0], jax.ShapeDtypeStruct)
+  degrade_config = components.degrade_config(config)
+  params, _ = sample_params(0, 8, degrade_config)
+  clean = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+  batch = {"image": clean, "index": np.arange(8, dtype=np.int32),
+           "degrade": params_to_tree(jax.tree.map(lambda x: np.asarray(x)[None], params))}
+  data = jax.jit(task.prepare)(batch, jnp.int32(0))
+  on_grid = np.asarray(data["images"] + 1) * 127.5
+  np.testing.assert_allclose(on_grid, np.round(on_grid), atol=1e-3)
+  np.testing.assert_array_equal(np.asarray(data["blind"]) > 0.5, params.pipeline == 1)
+  loss, parts = task.loss(task.initial_params(), {}, data)
+  assert np.isfinite(loss) and {"blind_bce", "presence_bce", "strength_l1"} <= set(parts)
+  assert float(parts["blind_bce"]) == pytest.approx(np.log(2), abs=1e-6)  # zero-init head
+
+
+def test_the_estimator_draws_its_pipeline_per_example():
+  with pytest.raises(ConfigError, match="degrade.mix='step': the estimator learns"):
+    _task("estimator.py:estimator", **{"degrade.mix": "step"})

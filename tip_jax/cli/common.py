@@ -1,5 +1,5 @@
 """What every console script shares: the flags several define (once, here), `--help`,
-and failing with one line.
+failing with one line, and the image files of the paths a user gives.
 
 Each script's module docstring starts with its usage and an example; `run` prints it
 with the script's own flags for `-h`/`--help` and exits 0 (absl alone would show only
@@ -20,6 +20,7 @@ from typing import Callable, NoReturn, Sequence
 from absl import app, flags, logging
 
 from tip_jax.errors import TipError
+from tip_jax.image_io import IMAGE_SUFFIXES
 
 OUT = flags.DEFINE_string("out", None, "Output: the folder for tip-restore's PNGs and for "
                           "tip-make-benchmark's sets, the PNG file of tip-walk (default "
@@ -28,6 +29,19 @@ SEED = flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the sam
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing output files.")
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
+
+
+def expand(inputs: list[str]) -> list[str]:
+  """Files as given; folders -> their image files (by suffix, sorted, not recursive)."""
+  out = []
+  for path in inputs:
+    if os.path.isdir(path):
+      out += sorted(os.path.join(path, f) for f in os.listdir(path)
+                    if f.lower().endswith(IMAGE_SUFFIXES)
+                    and os.path.isfile(os.path.join(path, f)))
+    else:
+      out.append(path)
+  return out
 
 
 def fail(prog: str, message: str) -> NoReturn:

@@ -11,7 +11,9 @@ before/after slider. It listens on 127.0.0.1 only unless --host says otherwise
 (--host 0.0.0.0 shows it to your network). Requests are restored one at a time, the
 others wait in a queue; uploads above --max_upload_mb or restorations above
 --max_side pixels a side are refused with one line. Uploads and results live in a
-private temporary folder, deleted when the server stops. The sampling flags
+private temporary folder, deleted when the server stops. The page's Estimate button
+fills the restoration prompt from the photo with the degradation estimator (--estimator,
+default: the installed one). The sampling flags
 (--sampler, --tile, --color_fix, --strength, ...) apply to every request; --semantic,
 --steps, --guidance and --seed are the page's first values. Needs gradio:
 pip install "tip_jax[demo]". Ctrl-C stops it.
@@ -26,7 +28,7 @@ import tempfile
 
 from absl import flags
 
-from tip_jax.cli import common, sampling
+from tip_jax.cli import common, estimating, sampling
 
 PROG = "tip-demo"
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every "
@@ -55,6 +57,8 @@ def main(argv: list[str]) -> None:
     except ImportError as e:
       common.fail(PROG, f"needs gradio ({e}): pip install \"tip_jax[demo]\"")
     restorer = sampling.load_restorer(PROG)
+    if estimating.ESTIMATOR.value:   # else the installed one, loaded on the first estimate
+      restorer.estimator = estimating.load(PROG)
     limits = demo.Limits(max_upload_mb=_MAX_UPLOAD_MB.value, max_side=_MAX_SIDE.value)
     page = demo.build(restorer, limits, sampling.restore_options())
     page.queue(max_size=_QUEUE.value, default_concurrency_limit=1)
@@ -63,7 +67,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  common.run(main, PROG, __doc__, [sys.modules[__name__], common, sampling])
+  common.run(main, PROG, __doc__, [sys.modules[__name__], common, sampling, estimating])
 
 
 if __name__ == "__main__":

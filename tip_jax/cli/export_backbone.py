@@ -8,7 +8,13 @@ tokenizer/, scheduler/ and model_index.json, which diffusers' and transformers'
 `from_pretrained` read and which a config points at with `--config.model.backbone=OUT`.
 The trained part gets the checkpoint's EMA params (--noema: the raw ones); the others
 are the backbone the run's config names. A VAE run also measures the latent scaling
-factor on its training crops (tip_jax/train/export.py). Prints what it wrote as JSON.
+factor on its training crops (tip_jax/train/export.py). An estimator run
+(configs/estimator.py) is written as the folder `tip-estimate --estimator` reads
+(model.safetensors + config.json):
+
+    tip-export-backbone /tmp/estimator tip_jax/assets/estimator --overwrite
+
+Prints what it wrote as JSON.
 """
 
 from __future__ import annotations
@@ -41,10 +47,10 @@ def main(argv: list[str]) -> None:
   if os.path.isdir(out) and os.listdir(out) and not common.OVERWRITE.value:
     common.fail(PROG, f"{out} exists and is not empty; pass --overwrite to replace its files")
   from tip_jax.experiment import checkpoint_files  # deferred: JAX starts only for real work
-  from tip_jax.train.export import export_backbone
+  from tip_jax.train.export import export
   checkpoint_files.quiet_background_failures()  # a damaged checkpoint: one line, no more
-  print(json.dumps(export_backbone(workdir, out, step=_STEP.value, use_ema=_EMA.value,
-                                   scale_images=_SCALE_IMAGES.value, dtype=_DTYPE.value)))
+  print(json.dumps(export(workdir, out, step=_STEP.value, use_ema=_EMA.value,
+                          scale_images=_SCALE_IMAGES.value, dtype=_DTYPE.value)))
 
 
 def run() -> None:

@@ -3,11 +3,16 @@
     tip-restore photo.jpg more_photos/ --checkpoint /tmp/tip_tiny --out restored/ \\
       --semantic "a red motorcycle" --restoration "Deblur with sigma 2.0;" --steps 50
 
+    tip-restore photo.jpg --checkpoint /tmp/tip_tiny --out restored/ --restoration auto
+
 Restores image files, or every image in the given folders, into DIR as PNGs (same stem).
-A bad input (missing, not an image, truncated) is reported on one line and the others
-are still restored; an existing output is kept unless --overwrite. A restoration prompt
-that does not parse, or a checkpoint that does not load, stops before any image is
-touched. The exit status is 1 when anything failed.
+With --restoration auto each image's prompt is estimated (as tip-estimate does, a JPEG
+file's quality read from the file), printed and used; the estimate describes the image
+as given, so it is restored at its own size. A bad input (missing, not an image,
+truncated) is reported on one line and the others are still restored; an existing
+output is kept unless --overwrite. A restoration prompt that does not parse, or a
+checkpoint or estimator that does not load, stops before any image is touched. The
+exit status is 1 when anything failed.
 """
 
 from __future__ import annotations
@@ -18,26 +23,15 @@ import sys
 from absl import flags
 from tqdm import tqdm
 
-from tip_jax.cli import common, sampling
+from tip_jax.cli import common, estimating, sampling
 from tip_jax.degrade import BLIND_PROMPT
 from tip_jax.errors import ImageError
-from tip_jax.image_io import IMAGE_SUFFIXES, read_rgb, write_png
+from tip_jax.image_io import read_rgb, write_png
+from tip_jax.restore import is_auto
 
 PROG = "tip-restore"
-_RESTORATION = flags.DEFINE_string("restoration", BLIND_PROMPT, "Restoration prompt c_r.")
-
-
-def expand(inputs: list[str]) -> list[str]:
-  """Files as given; folders -> their image files (by suffix, sorted, not recursive)."""
-  out = []
-  for path in inputs:
-    if os.path.isdir(path):
-      out += sorted(os.path.join(path, f) for f in os.listdir(path)
-                    if f.lower().endswith(IMAGE_SUFFIXES)
-                    and os.path.isfile(os.path.join(path, f)))
-    else:
-      out.append(path)
-  return out
+_RESTORATION = flags.DEFINE_string("restoration", BLIND_PROMPT, "Restoration prompt c_r, or "
+                                   "\"auto\": estimated for each image and printed.")
 
 
 def main(argv: list[str]) -> None:
@@ -50,9 +44,13 @@ def main(argv: list[str]) -> None:
   if os.path.exists(common.OUT.value) and not os.path.isdir(common.OUT.value):
     common.fail(PROG, f"--out {common.OUT.value} exists and is not a folder")
   sampling.check_options(PROG)
-  sampling.check_prompt_wording(PROG, _RESTORATION.value)
+  auto = is_auto(_RESTORATION.value)
+  if not auto:
+    sampling.check_prompt_wording(PROG, _RESTORATION.value)
   restorer = sampling.load_restorer(PROG)
-  files = expand(inputs)
+  if auto:
+    restorer.estimator = estimating.load(PROG)
+  files = common.expand(inputs)
   if not files:
     common.fail(PROG, f"no images found in {', '.join(inputs)}")
 
@@ -68,6 +66,8 @@ def main(argv: list[str]) -> None:
     else:
       try:
         image = read_rgb(path)
+        prompt = (restorer.prompt_for(restorer.estimator.estimate_file(path)) if auto
+                  else _RESTORATION.value)
       except ImageError as e:
         problem = str(e)
     if problem:
@@ -75,7 +75,9 @@ def main(argv: list[str]) -> None:
       failures += 1
       continue
     claimed[target] = path
-    restored = restorer.restore(image, restoration_prompt=_RESTORATION.value,
+    if auto:
+      tqdm.write(f"{PROG}: {path}: estimated restoration prompt \"{prompt}\"")
+    restored = restorer.restore(image, restoration_prompt=prompt, upsample=not auto,
                                 **sampling.restore_options())
     write_png(restored, target)
     written += 1
@@ -85,7 +87,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  common.run(main, PROG, __doc__, [sys.modules[__name__], common, sampling])
+  common.run(main, PROG, __doc__, [sys.modules[__name__], common, sampling, estimating])
 
 
 if __name__ == "__main__":

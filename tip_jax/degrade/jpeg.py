@@ -34,16 +34,21 @@ from tip_jax.degrade.ops import SizeLike, content_mask
 
 Array = jax.Array
 
-# Annex-K tables exactly as BasicSR stores them (the luma one transposed).
-_Y_TABLE = np.array(
+# The example tables of the JPEG standard (ITU-T T.81 Annex K), row-major: vertical
+# frequency u, horizontal frequency v. libjpeg scales these by quality, and
+# `tip_jax.estimate.jpeg_quality` inverts that for JPEG files.
+ANNEX_K_LUMA = np.array(
     [[16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55],
      [14, 13, 16, 24, 40, 57, 69, 56], [14, 17, 22, 29, 51, 87, 80, 62],
      [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
      [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]],
-    dtype=np.float32).T
-_C_TABLE = np.full((8, 8), 99, dtype=np.float32)
-_C_TABLE[:4, :4] = np.array(
-    [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]], dtype=np.float32).T
+    dtype=np.float32)
+ANNEX_K_CHROMA = np.full((8, 8), 99, dtype=np.float32)
+ANNEX_K_CHROMA[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99],
+                          [47, 66, 99, 99]]
+# The tables exactly as BasicSR stores them (the luma one transposed).
+_Y_TABLE = ANNEX_K_LUMA.T
+_C_TABLE = ANNEX_K_CHROMA.T
 
 # _COS[u, x] = cos((2x + 1) u pi / 16): row u is frequency, column x is position.
 _COS = np.cos((2 * np.arange(8)[None, :] + 1) * np.arange(8)[:, None] * np.pi / 16).astype(np.float32)

@@ -64,8 +64,9 @@ class TIPParams(NamedTuple):
   with_values: np.ndarray
 
 
-# Each stage's value field, its on-flag, and the value it holds when skipped.
-_STAGES = {"blur_sigma": ("blur_on", 1.0), "downsample": ("down_on", 1.0),
+# Each stage's value field, its on-flag, and the value it holds when skipped (the
+# degradation estimator reads its training labels through this too).
+STAGES = {"blur_sigma": ("blur_on", 1.0), "downsample": ("down_on", 1.0),
            "noise_sigma": ("noise_on", 0.0), "jpeg_quality": ("jpeg_on", 95.0)}
 
 
@@ -80,7 +81,7 @@ def sample(rng: np.random.Generator, config: TIPConfig) -> prompts.Stages:
 
 def to_arrays(stages: list[prompts.Stages]) -> TIPParams:
   columns = {}
-  for field, (flag, identity) in _STAGES.items():
+  for field, (flag, identity) in STAGES.items():
     values = [getattr(s, field) for s in stages]
     columns[flag] = np.array([v is not None for v in values])
     columns[field] = np.asarray([identity if v is None else v for v in values], np.float32)
@@ -90,7 +91,7 @@ def to_arrays(stages: list[prompts.Stages]) -> TIPParams:
 def from_arrays(params: TIPParams) -> list[prompts.Stages]:
   out = []
   for i in range(len(params.with_values)):
-    values = {f: prompts.quantize(f, getattr(params, f)[i]) for f, (flag, _) in _STAGES.items()
+    values = {f: prompts.quantize(f, getattr(params, f)[i]) for f, (flag, _) in STAGES.items()
               if getattr(params, flag)[i]}
     out.append(prompts.Stages(**values, with_values=bool(params.with_values[i])))
   return out

@@ -14,7 +14,7 @@ backbone that is a function of the seed), never re-saved. After the final save t
 trainer writes `checkpoints/train_complete` holding the last step; `checkpoints()`
 is how an evaluator follows a running trainer and knows when to stop.
 `load_for_inference` reads a TIP run for restoring, `load_pretrained_backbone` a
-pretraining run for `tip-export-backbone`.
+pretraining run and `load_estimator` an estimator run for `tip-export-backbone`.
 
 Faults (README "When things go wrong"): every job reads through `read_newest`, which
 names the step and the file that cannot be read, and falls back to an older step (the
@@ -343,19 +343,19 @@ def _open(path: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
 
 
 def _read_run(path: str, step: int | None, use_ema: bool, tasks: tuple[str, ...],
-              other_task: str, backbone: str | None = None
+              refusal: Callable[[str], str], backbone: str | None = None
               ) -> tuple[ml_collections.ConfigDict, int, components_lib.Components, dict]:
   """The config, step, components and trained params (EMA or not) of a run whose
   `config.task` is one of `tasks`; `CheckpointError` with one line otherwise
-  (`other_task`, formatted with the run's task) or when a file cannot be read (named,
-  through `read_newest`). `backbone` replaces the folder the config names."""
+  (`refusal` of the run's task) or when a file cannot be read (named, through
+  `read_newest`). `backbone` replaces the folder the config names."""
   mngr, step = _open(path, step)
   item = "ema_params" if use_ema else "params"
 
   def read(s: int) -> tuple[ml_collections.ConfigDict, components_lib.Components, dict]:
     config = read_config(mngr, s)
     if config.task not in tasks:
-      raise CheckpointError(f"{path}: {other_task.format(task=config.task)}")
+      raise CheckpointError(f"{path}: {refusal(config.task)}")
     if backbone is not None:
       config.model.backbone = backbone
     comps = components_lib.build(config)
@@ -367,6 +367,28 @@ def _read_run(path: str, step: int | None, use_ema: bool, tasks: tuple[str, ...]
   finally:
     mngr.close()
   return config, step, comps, params
+
+
+def run_config(path: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, int]:
+  """The config and step (default: the latest) of a run's checkpoint."""
+  mngr, step = _open(path, step)
+  try:
+    _, config = read_newest(mngr, lambda s: read_config(mngr, s), [step], ("config",),
+                            fall_back=False)
+  finally:
+    mngr.close()
+  return config, step
+
+
+def load_estimator(path: str, step: int | None = None, use_ema: bool = True
+                   ) -> tuple[ml_collections.ConfigDict, int, dict]:
+  """(config, step, params) of an estimator run (`config.task` estimator; EMA params by
+  default). Raises `CheckpointError` with one line for anything else, or a checkpoint
+  file that cannot be read."""
+  config, step, _, params = _read_run(
+      path, step, use_ema, ("estimator",),
+      lambda task: f"a {task} run, not a degradation estimator run (configs/estimator.py)")
+  return config, step, params
 
 
 @dataclasses.dataclass
@@ -386,7 +408,7 @@ def load_pretrained_backbone(path: str, step: int | None = None, use_ema: bool =
   file that cannot be read."""
   config, step, comps, params = _read_run(
       path, step, use_ema, ("vae", "unet"),
-      "a {task} run, not a backbone pretraining run (configs/prior.py)")
+      lambda task: f"a {task} run, not a backbone pretraining run (configs/prior.py)")
   backbone = comps.backbone
   return Pretrained(config, step, backbone.with_params({**backbone.params, config.task: params}))
 
@@ -400,10 +422,12 @@ def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
   `CheckpointError` with one line for anything that is not such a run, or a checkpoint
   file that cannot be read.
   """
-  config, step, comps, params = _read_run(
-      path, step, use_ema, ("tip",),
-      "a {task} pretraining run, not a TIP one (tip-export-backbone turns it into a "
-      "backbone folder)", backbone)
+  def refusal(task: str) -> str:
+    kind, made = (("pretraining run", "a backbone folder") if task in ("vae", "unet")
+                  else ("run", "an estimator folder"))
+    return f"a {task} {kind}, not a TIP one (tip-export-backbone turns it into {made})"
+
+  config, step, comps, params = _read_run(path, step, use_ema, ("tip",), refusal, backbone)
   return Trained(config=config, step=int(step), backbone=comps.backbone,
                  controlnet=comps.controlnet, controlnet_params=params,
                  resolution=int(config.data.resolution),

@@ -66,7 +66,10 @@ def cast(tree: Any, dtype: jnp.dtype) -> Any:
 
 
 def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Components:
-  """Modules and frozen params; `abstract` gives ShapeDtypeStructs (nothing allocated)."""
+  """Modules and frozen params; `abstract` gives ShapeDtypeStructs (nothing allocated).
+  An estimator run's backbone is always abstract: it reads no weights, and the data
+  pipeline only uses its tokenizer."""
+  abstract = abstract or config.task == "estimator"
   options = model_options(config)
   if config.model.fusion not in FUSIONS:
     raise ConfigError(f"model.fusion={config.model.fusion!r}: expected one of {FUSIONS}")

@@ -5,12 +5,15 @@
     vae    the backbone's VAE, as Stable Diffusion's autoencoder was trained
     unet   the backbone's UNet, text-to-image on the frozen VAE's latents and the frozen
            text encoder's caption states (configs/prior.py has both)
+    estimator  the degradation estimator that writes restoration prompts
+           (`tip_jax.estimate`, configs/estimator.py): no backbone at all, trained on
+           TIP's degradation draws
 
 A `Task` is what differs between them: the trained module and its initial params,
 which frozen params the step reads, which batch keys go to the device, and the loss
-(`tip_jax.experiment.loss`, `tip_jax.experiment.pretrain`). The TrainState, optimizer,
+(`tip_jax.experiment.loss`, `.pretrain`, `.estimator`). The TrainState, optimizer,
 EMA, sharding, checkpoints, exact resume and the data pipeline are the same code for
-all three, so pretraining a backbone is the same job as training TIP. A pretrained
+all of them, so pretraining a backbone is the same job as training TIP. A pretrained
 part starts from the backbone's own weights: random ones (`model.backbone=random`)
 train from scratch, a folder's are fine-tuned.
 """
@@ -29,12 +32,15 @@ from jax.sharding import Mesh
 
 from tip_jax.degrade import DegradeConfig
 from tip_jax.errors import ConfigError
+from tip_jax.estimate.network import DegradationEstimator
 from tip_jax.experiment import components as components_lib
+from tip_jax.experiment import estimator as estimator_lib
 from tip_jax.experiment import loss as loss_lib
 from tip_jax.experiment import pretrain
 from tip_jax.metrics.lpips import LPIPSNet, load_lpips
+from tip_jax.models import params as params_lib
 
-TASKS = ("tip", "vae", "unet")
+TASKS = ("tip", "vae", "unet", "estimator")
 Loss = Callable[[dict, dict, loss_lib.Batch], tuple[jax.Array, dict[str, jax.Array]]]
 
 
@@ -61,9 +67,17 @@ def check(config: ml_collections.ConfigDict) -> str:
 def trained_module(config: ml_collections.ConfigDict,
                    components: components_lib.Components) -> nn.Module:
   """The module `config.task` trains (what its checkpoints' params are for)."""
+  if check(config) == "estimator":
+    return estimator_module(config)
   backbone = components.backbone
   return {"tip": components.controlnet, "vae": backbone.vae.module,
-          "unet": backbone.unet.module}[check(config)]
+          "unet": backbone.unet.module}[config.task]
+
+
+def estimator_module(config: ml_collections.ConfigDict) -> DegradationEstimator:
+  """The estimator `config.estimator` shapes, computing in `model.dtype`."""
+  return DegradationEstimator(estimator_lib.network_config(config),
+                              components_lib.model_options(config))
 
 
 def _float32(tree: dict) -> dict:
@@ -88,6 +102,17 @@ def build(config: ml_collections.ConfigDict, components: components_lib.Componen
                                   degrade_config=degrade_config, mesh=mesh,
                                   batch_axes=batch_axes, blind_ids=blind_ids),
         loss=lambda params, frozen, batch: (tip_loss(params, frozen, batch), {}))
+  if name == "estimator":
+    if degrade_config.mix != "example":
+      raise ConfigError(f"degrade.mix={degrade_config.mix!r}: the estimator learns which "
+                        "pipeline degraded each example, so it is drawn per 'example'")
+    return Task(
+        name=name, module=module, frozen_parts=(), device_keys=estimator_lib.DEVICE_KEYS,
+        initial_params=lambda: _float32(params_lib.init_params(module, jax.random.key(seed))),
+        prepare=functools.partial(estimator_lib.device_batch, degrade_config=degrade_config,
+                                  mesh=mesh, batch_axes=batch_axes),
+        loss=functools.partial(estimator_lib.loss, module=module,
+                               strength_weight=float(config.estimator.strength_weight)))
   prepare = functools.partial(pretrain.device_batch, seed=seed)
   if name == "vae":
     v = config.vae

@@ -1,4 +1,7 @@
-"""A backbone pretraining run → a diffusers Stable Diffusion folder (`tip-export-backbone`).
+"""A pretraining run → the files inference reads (`tip-export-backbone`): a backbone run
+(`config.task` vae | unet) → a diffusers Stable Diffusion folder; an estimator run →
+the degradation estimator's folder (`tip_jax.estimate`; what ships in
+tip_jax/assets/estimator).
 
 The run's checkpoint gives its backbone with the trained part (EMA params by default):
 the VAE of a `vae` run, or the UNet of a `unet` run; the other parts are the ones its
@@ -28,8 +31,12 @@ from absl import logging
 from tip_jax.convert.diffusers import save_backbone
 from tip_jax.data import pipeline as data_lib
 from tip_jax.data.config import DataConfig
+from tip_jax.errors import ConfigError
+from tip_jax.estimate.estimator import Estimator
+from tip_jax.experiment import checkpoint as ckpt_lib
 from tip_jax.experiment import components as components_lib
-from tip_jax.experiment.checkpoint import load_pretrained_backbone
+from tip_jax.experiment import estimator as estimator_lib
+from tip_jax.models import params as params_lib
 from tip_jax.models.backbone import Backbone, Part
 
 _BATCH = 8
@@ -66,7 +73,7 @@ def export_backbone(workdir: str, out: str, *, step: int | None = None, use_ema:
                     scale_images: int = 64, dtype: str = "float32") -> dict:
   """Writes the run's backbone to `out` (see the module docstring); returns what was
   exported: task, step and the VAE's scaling factor."""
-  run = load_pretrained_backbone(workdir, step, use_ema)
+  run = ckpt_lib.load_pretrained_backbone(workdir, step, use_ema)
   backbone = run.backbone
   if run.config.task == "vae":
     scale = latent_scaling_factor(backbone, run.config, scale_images)
@@ -78,3 +85,27 @@ def export_backbone(workdir: str, out: str, *, step: int | None = None, use_ema:
   return {"task": run.config.task, "step": run.step, "out": os.path.abspath(out), "dtype": dtype,
           "scaling_factor": backbone.scaling_factor,
           "prediction_type": backbone.prediction_type}
+
+
+def export_estimator(workdir: str, out: str, *, step: int | None = None,
+                     use_ema: bool = True) -> dict:
+  """Writes an estimator run's params and spec to `out` (`Estimator.save`); returns what
+  was exported: task, step, folder and parameter count."""
+  config, step, params = ckpt_lib.load_estimator(workdir, step, use_ema)
+  spec = estimator_lib.spec(config, components_lib.degrade_config(config), step=step)
+  Estimator(params, spec).save(out)
+  return {"task": "estimator", "step": step, "out": os.path.abspath(out),
+          "params": params_lib.count_params(params)}
+
+
+def export(workdir: str, out: str, *, step: int | None = None, use_ema: bool = True,
+           scale_images: int = 64, dtype: str = "float32") -> dict:
+  """`export_estimator` or `export_backbone`, as the run's task says. `dtype` is the
+  backbone folder's; the estimator (2.5 MB) is always written in float32."""
+  config, _ = ckpt_lib.run_config(workdir, step)
+  if config.task == "estimator":
+    if dtype != "float32":
+      raise ConfigError(f"dtype={dtype}: an estimator run is exported in float32 only")
+    return export_estimator(workdir, out, step=step, use_ema=use_ema)
+  return export_backbone(workdir, out, step=step, use_ema=use_ema, scale_images=scale_images,
+                         dtype=dtype)

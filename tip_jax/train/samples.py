@@ -5,6 +5,8 @@
     vae    clean | reconstruction (the posterior mean decoded), PSNR under each
     unet   for fixed captions: a text-to-image sample (DDIM, classifier-free guidance)
            beside the training photograph the caption describes
+    estimator  degraded crops (8-bit, as the step sees them), each labelled with its
+           true restoration prompt and the one the estimator writes
 
 A fixed handful of examples (their own seed, so resuming shows the same ones) is run
 with the EMA params. Grids go to TensorBoard and to `workdir/samples/step_<N>.png`.
@@ -26,8 +28,10 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from tip_jax.data.config import DataConfig
-from tip_jax.degrade import degrade, params_from_tree
+from tip_jax.degrade import degrade, params_from_tree, restoration_prompt
 from tip_jax.diffusion import samplers
+from tip_jax.estimate.estimator import Estimator
+from tip_jax.experiment import estimator as estimator_lib
 from tip_jax.experiment.setup import Experiment
 from tip_jax.image_io import labelled_grid, write_png
 from tip_jax.metrics.pixel import psnr
@@ -182,4 +186,30 @@ class TextToImage(_Grid):
     return tiles, labels, {}
 
 
-GRIDS = {"tip": SampleGrids, "vae": Reconstructions, "unet": TextToImage}
+class Estimates(_Grid):
+  """Estimator training: degraded crops, true prompt vs estimated prompt; logs the share
+  of crops whose whole prompt (stages and rounded strengths) the estimate gets right."""
+
+  columns = 4
+
+  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+    super().__init__(exp, writer)
+    batch = _examples(exp)
+    params = params_from_tree(batch["degrade"], exp.degrade_config)
+    degraded = degrade(batch["image"].astype(np.float32) / 255, params)
+    self.degraded = np.round(np.clip(np.asarray(degraded), 0, 1) * 255).astype(np.uint8)
+    self.truth = restoration_prompt(params, with_values=True)
+    self.spec = estimator_lib.spec(exp.config, exp.degrade_config)
+
+  def render(self, params: Any) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
+    estimator = Estimator(params, self.spec)
+    guesses = [estimator.estimate(image).prompt() for image in self.degraded]
+    tiles = [image / 255 for image in self.degraded]
+    labels = [f"true: {t or '(none)'} | estimated: {g or '(none)'}"
+              for t, g in zip(self.truth, guesses)]
+    exact = np.mean([t == g for t, g in zip(self.truth, guesses)])
+    return tiles, labels, {"samples/exact_prompts": float(exact)}
+
+
+GRIDS = {"tip": SampleGrids, "vae": Reconstructions, "unet": TextToImage,
+         "estimator": Estimates}
