@@ -82,6 +82,12 @@ def _base() -> ml_collections.ConfigDict:
   # paper's "in 50% iterations"; the whole batch is one kind). All configs use "example".
   c.degrade.mix = "example"
 
+  # The denoising loss: how each example's timestep is drawn (tip_jax.experiment.loss
+  # TIMESTEPS): "uniform" is Stable Diffusion's and the paper's; "cubic" draws noisy
+  # steps more often, where the ControlNet's control sets a sampler's layout.
+  c.loss = ml_collections.ConfigDict()
+  c.loss.timesteps = "uniform"
+
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 5e-5             # peak
   c.optim.warmup_steps = 1000

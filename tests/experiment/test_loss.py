@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from tests.fixtures.restore import tiny_restorer
 from tip_jax.degrade import DegradeConfig, params_to_tree, sample_params
@@ -101,3 +102,17 @@ def test_device_batch_swaps_in_the_blind_prompt_at_real_esrgan_steps(rng):
       np.testing.assert_array_equal(out["restoration_ids"], host["restoration_ids"])
     kinds.add(blind)
   assert kinds == {True, False}
+
+
+def test_timestep_draws_uniform_as_before_and_cubic_towards_noise():
+  keys = jax.random.split(jax.random.key(3), 20_000)
+  uniform = jax.vmap(lambda k: loss_lib.draw_timestep(k, 1000, "uniform"))(keys)
+  np.testing.assert_array_equal(  # uniform is the draw every earlier run made
+      uniform, jax.vmap(lambda k: jax.random.randint(k, (), 0, 1000))(keys))
+  cubic = np.asarray(jax.vmap(lambda k: loss_lib.draw_timestep(k, 1000, "cubic"))(keys))
+  assert cubic.dtype == np.int32 and cubic.min() >= 0 and cubic.max() <= 999
+  # P(t >= T/2) = P(u³ <= 1/2) = 0.794; E[t] = (1 - 1/4)·T.
+  assert abs(np.mean(cubic >= 500) - 0.5 ** (1 / 3)) < 0.01, np.mean(cubic >= 500)
+  assert abs(cubic.mean() - 749.5) < 5, cubic.mean()
+  with pytest.raises(ValueError, match="timestep sampling 'square'"):
+    loss_lib.draw_timestep(keys[0], 1000, "square")

@@ -157,7 +157,8 @@ class _Validation:
                                    degrade_config=exp.degrade_config, mesh=exp.mesh,
                                    batch_axes=exp.batch_axes, blind_ids=blind_ids)
       return loss_lib.loss_fn(params, frozen, data, models=models,
-                              schedule=models.backbone.schedule(), prompts=config.prompts)
+                              schedule=models.backbone.schedule(), prompts=config.prompts,
+                              timesteps=config.loss.timesteps)
 
     self._loss, self._frozen = loss, exp.frozen
 

@@ -92,8 +92,12 @@ def build(config: ml_collections.ConfigDict, components: components_lib.Componen
   module = trained_module(config, components)
   if name == "tip":
     blind_ids = loss_lib.blind_prompt_ids(components)
+    timesteps = config.loss.timesteps
+    if timesteps not in loss_lib.TIMESTEPS:
+      raise ConfigError(f"loss.timesteps={timesteps!r}: expected one of {loss_lib.TIMESTEPS}")
     tip_loss = functools.partial(loss_lib.loss_fn, models=components,
-                                 schedule=backbone.schedule(), prompts=config.prompts)
+                                 schedule=backbone.schedule(), prompts=config.prompts,
+                                 timesteps=timesteps)
     return Task(
         name=name, module=module, frozen_parts=("unet", "vae", "text_encoder"),
         device_keys=loss_lib.DEVICE_KEYS,
