@@ -82,11 +82,13 @@ def _base() -> ml_collections.ConfigDict:
   # paper's "in 50% iterations"; the whole batch is one kind). All configs use "example".
   c.degrade.mix = "example"
 
-  # The denoising loss: how each example's timestep is drawn (tip_jax.experiment.loss
-  # TIMESTEPS): "uniform" is Stable Diffusion's and the paper's; "cubic" draws noisy
-  # steps more often, where the ControlNet's control sets a sampler's layout.
+  # The denoising loss (tip_jax.experiment.loss TIMESTEPS, WEIGHTINGS): how each
+  # example's timestep is drawn ("uniform" is Stable Diffusion's and the paper's; "cubic"
+  # draws noisy steps more often, where a sampler sets the layout) and how its squared
+  # error is weighted ("none", the paper's; "truncated_snr": max(ε, x0) error).
   c.loss = ml_collections.ConfigDict()
   c.loss.timesteps = "uniform"
+  c.loss.weighting = "none"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 5e-5             # peak

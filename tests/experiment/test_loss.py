@@ -116,3 +116,28 @@ def test_timestep_draws_uniform_as_before_and_cubic_towards_noise():
   assert abs(cubic.mean() - 749.5) < 5, cubic.mean()
   with pytest.raises(ValueError, match="timestep sampling 'square'"):
     loss_lib.draw_timestep(keys[0], 1000, "square")
+
+
+def test_truncated_snr_weights_give_the_larger_of_the_eps_and_x0_errors():
+  schedule = Schedule.sd()
+  t = jnp.asarray([0, 120, 354, 600, 999])
+  a = schedule.alphas_cumprod[t][:, None]
+  keys = jax.random.split(jax.random.key(0), 3)
+  z0, noise, guess = (jax.random.normal(k, (5, 16)) for k in keys)
+  z_t = jnp.sqrt(a) * z0 + jnp.sqrt(1 - a) * noise
+  mse = lambda x, y: jnp.mean(jnp.square(x - y), axis=1)  # noqa: E731
+  # An ε-model's guess, and the clean latent it implies.
+  x0_hat = (z_t - jnp.sqrt(1 - a) * guess) / jnp.sqrt(a)
+  want = jnp.maximum(mse(guess, noise), mse(x0_hat, z0))
+  w = loss_lib.loss_weights(schedule, t, "epsilon", "truncated_snr")
+  np.testing.assert_allclose(w * mse(guess, noise), want, rtol=1e-4)
+  # A v-model's guess: the same max, in v's units.
+  v = jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * z0
+  x0_hat = jnp.sqrt(a) * z_t - jnp.sqrt(1 - a) * guess
+  eps_hat = jnp.sqrt(1 - a) * z_t + jnp.sqrt(a) * guess
+  want = jnp.maximum(mse(eps_hat, noise), mse(x0_hat, z0))
+  w = loss_lib.loss_weights(schedule, t, "v_prediction", "truncated_snr")
+  np.testing.assert_allclose(w * mse(guess, v), want, rtol=1e-4)
+  np.testing.assert_array_equal(loss_lib.loss_weights(schedule, t, "epsilon", "none"), 1.0)
+  with pytest.raises(ValueError, match="not 'sample'"):
+    loss_lib.loss_weights(schedule, t, "sample", "truncated_snr")

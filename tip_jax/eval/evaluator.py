@@ -158,7 +158,8 @@ class _Validation:
                                    batch_axes=exp.batch_axes, blind_ids=blind_ids)
       return loss_lib.loss_fn(params, frozen, data, models=models,
                               schedule=models.backbone.schedule(), prompts=config.prompts,
-                              timesteps=config.loss.timesteps)
+                              timesteps=config.loss.timesteps,
+                              weighting=config.loss.weighting)
 
     self._loss, self._frozen = loss, exp.frozen
 

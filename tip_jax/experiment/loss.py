@@ -112,6 +112,35 @@ def draw_timestep(key: jax.Array, num_train_timesteps: int, sampling: str = "uni
   raise ValueError(f"timestep sampling {sampling!r}: expected one of {TIMESTEPS}")
 
 
+# How each example's squared error is weighted:
+#   none            the plain MSE on the backbone's target (ε or v): SD's, the paper's.
+#   truncated_snr   max(x0-space error, ε-space error), Salimans & Ho's "truncated SNR"
+#                   weighting: ε-loss × max(1, 1/SNR_t). On SD's schedule 1/SNR passes 1
+#                   at t = 354 and is 214 at t = 999, so errors in the clean image
+#                   the ControlNet should read from the degraded one count at the
+#                   noisy steps too, where the plain ε-loss barely sees them.
+WEIGHTINGS = ("none", "truncated_snr")
+
+
+def loss_weights(schedule: Schedule, t: jax.Array, prediction_type: str,
+                 weighting: str = "none") -> jax.Array:
+  """Per-example weights (B,) on the squared error of `prediction_type`'s target."""
+  if weighting == "none":
+    return jnp.ones(t.shape, jnp.float32)
+  if weighting != "truncated_snr":
+    raise ValueError(f"loss weighting {weighting!r}: expected one of {WEIGHTINGS}")
+  a = schedule.alphas_cumprod[t].astype(jnp.float32)
+  # max(ε-loss, x0-loss) in the target's own units: x0 err² = ε err²·(1-ᾱ)/ᾱ and
+  # v err² = ε err²/ᾱ (for the same x̂0), so the weight on ε is max(1, (1-ᾱ)/ᾱ) and on v
+  # max(ᾱ, 1-ᾱ).
+  if prediction_type == "epsilon":
+    return jnp.maximum(1.0, (1.0 - a) / a)
+  if prediction_type == "v_prediction":
+    return jnp.maximum(a, 1.0 - a)
+  raise ValueError(f"loss weighting {weighting!r} is defined for epsilon and v_prediction "
+                   f"backbones, not {prediction_type!r}")
+
+
 def noised_latents(backbone: Backbone, vae_params: dict, clean: jax.Array, keys: jax.Array,
                    schedule: Schedule, timesteps: str = "uniform"
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -134,12 +163,13 @@ def noised_latents(backbone: Backbone, vae_params: dict, clean: jax.Array, keys:
 
 def loss_fn(params: dict, frozen: dict, batch: Batch, *, models: Components,
             schedule: Schedule, prompts: ml_collections.ConfigDict,
-            timesteps: str = "uniform") -> jax.Array:
+            timesteps: str = "uniform", weighting: str = "none") -> jax.Array:
   """Mean squared error of the TIP prediction against ε (or v) on `batch`.
 
   params: the ControlNet's (trainable); frozen: `Backbone.params`, placed; batch: from
   `device_batch`; prompts: `config.prompts` (which prompt kinds the models see);
-  timesteps: how t is drawn (`TIMESTEPS`, `config.loss.timesteps`).
+  timesteps: how t is drawn (`TIMESTEPS`, `config.loss.timesteps`); weighting: each
+  example's weight (`WEIGHTINGS`, `config.loss.weighting`).
   """
   backbone = models.backbone
   unet = backbone.unet.module
@@ -150,4 +180,7 @@ def loss_fn(params: dict, frozen: dict, batch: Batch, *, models: Components,
   dtype = unet.options.dtype
   pred = tip.predict(unet, models.controlnet, frozen["unet"], params, z_t.astype(dtype), t,
                      e_s, e_r, batch["degraded"].astype(dtype))
-  return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))
+  error = jnp.mean(jnp.square(pred.astype(jnp.float32) - target), axis=(1, 2, 3))
+  if weighting == "none":  # the plain mean, bit for bit as before the option
+    return jnp.mean(error)
+  return jnp.mean(loss_weights(schedule, t, backbone.prediction_type, weighting) * error)

@@ -92,12 +92,17 @@ def build(config: ml_collections.ConfigDict, components: components_lib.Componen
   module = trained_module(config, components)
   if name == "tip":
     blind_ids = loss_lib.blind_prompt_ids(components)
-    timesteps = config.loss.timesteps
+    timesteps, weighting = config.loss.timesteps, config.loss.weighting
     if timesteps not in loss_lib.TIMESTEPS:
       raise ConfigError(f"loss.timesteps={timesteps!r}: expected one of {loss_lib.TIMESTEPS}")
+    if weighting not in loss_lib.WEIGHTINGS:
+      raise ConfigError(f"loss.weighting={weighting!r}: expected one of {loss_lib.WEIGHTINGS}")
+    if weighting != "none" and backbone.prediction_type not in ("epsilon", "v_prediction"):
+      raise ConfigError(f"loss.weighting={weighting!r} needs an epsilon or v_prediction "
+                        f"backbone, not {backbone.prediction_type!r}")
     tip_loss = functools.partial(loss_lib.loss_fn, models=components,
                                  schedule=backbone.schedule(), prompts=config.prompts,
-                                 timesteps=timesteps)
+                                 timesteps=timesteps, weighting=weighting)
     return Task(
         name=name, module=module, frozen_parts=("unet", "vae", "text_encoder"),
         device_keys=loss_lib.DEVICE_KEYS,
