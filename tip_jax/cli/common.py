@@ -48,6 +48,19 @@ def fail(prog: str, message: str) -> NoReturn:
   sys.exit(f"{prog}: {message}")
 
 
+def _logging_flags_given() -> bool:
+  given = flags.FLAGS
+  return bool(given.logtostderr or given.alsologtostderr or given["verbosity"].present)
+
+
+def _warnings_to_console(prog: str) -> None:
+  """Warnings and errors on the console, one line each, named for `prog`."""
+  console = std_logging.StreamHandler(sys.stderr)
+  console.setLevel(std_logging.WARNING)
+  console.setFormatter(std_logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
+  std_logging.getLogger().addHandler(console)
+
+
 def log_to_file(prog: str, folder: str) -> str | None:
   """INFO logs (tip_jax's and every library's) go to a file in `folder`; the console keeps
   warnings and errors, one line each, so a person sees the progress bar and results.
@@ -55,18 +68,25 @@ def log_to_file(prog: str, folder: str) -> str | None:
   Skipped (absl's console logging as usual) when --logtostderr, --alsologtostderr or
   --verbosity is given. Returns the log file's path, or None.
   """
-  given = flags.FLAGS
-  if given.logtostderr or given.alsologtostderr or given["verbosity"].present:
+  if _logging_flags_given():
     return None
   os.makedirs(folder, exist_ok=True)
   handler = logging.get_absl_handler()
   handler.use_absl_log_file(prog, folder)
   logging.set_stderrthreshold("fatal")  # the console handler below shows the warnings
-  console = std_logging.StreamHandler(sys.stderr)
-  console.setLevel(std_logging.WARNING)
-  console.setFormatter(std_logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
-  std_logging.getLogger().addHandler(console)
+  _warnings_to_console(prog)
   return os.path.join(folder, f"{prog}.INFO")
+
+
+def quiet_console(prog: str) -> None:
+  """For the tools without a workdir to log into (tip-restore, tip-walk, ...): INFO logs
+  are dropped and the console keeps warnings and errors, one line each, so that a
+  failure is the line a person reads, not the last of forty library lines. absl's
+  console logging as usual with --logtostderr, --alsologtostderr or --verbosity."""
+  if _logging_flags_given():
+    return
+  logging.get_absl_handler().setLevel(std_logging.CRITICAL + 1)
+  _warnings_to_console(prog)
 
 
 def _flag_module(module: ModuleType) -> str:
@@ -85,14 +105,18 @@ def help_text(doc: str, modules: Sequence[ModuleType]) -> str:
 
 
 def run(main: Callable[[list[str]], None], prog: str, doc: str,
-        modules: Sequence[ModuleType]) -> None:
-  """`app.run(main)` with this package's `--help` and `TipError` handling (see above)."""
+        modules: Sequence[ModuleType], quiet: bool = True) -> None:
+  """`app.run(main)` with this package's `--help` and `TipError` handling (see above);
+  `quiet`: INFO logs off the console (`quiet_console`; tip-train logs to its workdir
+  instead)."""
   argv = sys.argv[: sys.argv.index("--")] if "--" in sys.argv else sys.argv
   if any(arg in HELP_FLAGS for arg in argv[1:]):
     print(help_text(doc, modules))
     sys.exit(0)
 
   def guarded(args: list[str]) -> None:
+    if quiet:
+      quiet_console(prog)
     try:
       main(args)
     except TipError as e:

@@ -95,7 +95,7 @@ def _score_final(config, workdir: str, step: int) -> list[str]:
 
 
 def run() -> None:
-  common.run(main, PROG, __doc__, [sys.modules[__name__]])
+  common.run(main, PROG, __doc__, [sys.modules[__name__]], quiet=False)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ def manager(workdir: str, config: ml_collections.ConfigDict | None = None,
   """
   if not read_only and jax.process_index() == 0:
     files.remove_unfinished(directory(workdir))
+  if read_only:  # before the options: they log one of the two notices
+    files.quiet_read_only_notices()
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints if config else None,
       keep_period=(config.keep_every_steps or None) if config else None,
@@ -332,6 +334,7 @@ def _open(path: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
   """The read-only manager of a run's checkpoints and the step to read (default: latest)."""
   root, named_step = _checkpoint_root(path)
   step = named_step if step is None else step
+  files.quiet_read_only_notices()
   mngr = _manager(root, ocp.CheckpointManagerOptions(read_only=True, create=False))
   steps = mngr.all_steps()
   if not steps:

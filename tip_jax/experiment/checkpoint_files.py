@@ -221,6 +221,27 @@ class _AftermathOff:
 _TRACEBACKS_OFF = _OrbaxTracebacksOff()
 
 
+class _ReadOnlyNoticesOff(pylogging.Filter):
+  """Orbax's two warnings on opening a checkpoint manager read-only ("...read_only=True,
+  setting save_interval_steps=0", "Given directory is read only=..."): the evaluator and
+  the restorer open it so on purpose, and a person reading them would look for a fault."""
+
+  NOTICES = ("CheckpointManagerOptions.read_only=True", "Given directory is read only")
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return not (_ORBAX in record.pathname and str(record.msg).startswith(self.NOTICES))
+
+
+_READ_ONLY_OFF = _ReadOnlyNoticesOff()
+
+
+def quiet_read_only_notices() -> None:
+  """Drops `_ReadOnlyNoticesOff`'s two warnings for the rest of the process. Idempotent."""
+  logger = pylogging.getLogger("absl")
+  if _READ_ONLY_OFF not in logger.filters:
+    logger.addFilter(_READ_ONLY_OFF)
+
+
 def quiet_background_failures() -> None:
   """For the rest of the process (the jobs' entry point calls it): a failed save or
   restore is reported once, by `checkpoint.save`, `wait` or `read_newest`, not again by
