@@ -72,6 +72,7 @@ def log_to_file(prog: str, folder: str) -> str | None:
     return None
   os.makedirs(folder, exist_ok=True)
   handler = logging.get_absl_handler()
+  handler.setLevel(std_logging.NOTSET)  # the file gets INFO even after `quiet_console`
   handler.use_absl_log_file(prog, folder)
   logging.set_stderrthreshold("fatal")  # the console handler below shows the warnings
   _warnings_to_console(prog)
