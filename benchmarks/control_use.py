@@ -21,7 +21,8 @@ with `x0_weight` = ᾱ_t / (1 - ᾱ_t), the weight the ε-loss puts on an x0 err
 the decoded PSNR of DDIM (`--sample_steps`) from pure noise at T, and from pure noise
 or from the degraded input's latent noised to t_start for each of `--starts` (the steps
 above t_start skipped), against the VAE's own
-reconstruction of the clean crops (the ceiling of any latent model) and the input.
+reconstruction of the clean crops (the ceiling of any latent model), of the input (what
+copying the input's latent gives) and the input itself.
 Prints one JSON object.
 """
 
@@ -91,6 +92,7 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
     return vae.apply({"params": vae_params}, z / bb.scaling_factor, method="decode")
 
   z0, schedule = latent(gt), bb.schedule()
+  z_input = latent(y)
   fusion, unet, unet_params = controlnet.config.fusion, bb.unet.module, bb.unet.params
 
   @jax.jit
@@ -108,7 +110,9 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
     a = float(schedule.alphas_cumprod[t])
     mse = lambda pred: round(float(jnp.mean(jnp.square(pred - noise))), 5)  # noqa: E731
     table[t] = {"x0_weight": round(a / (1 - a), 5), "unet": mse(eps(zt, t, y, 0.0)),
-                "trivial": mse(zt / np.sqrt(1 - a)), "tip": mse(eps(zt, t, y, 1.0)),
+                "trivial": mse(zt / np.sqrt(1 - a)),
+                "copy_input": mse((zt - np.sqrt(a) * z_input) / np.sqrt(1 - a)),
+                "tip": mse(eps(zt, t, y, 1.0)),
                 "shuffled": mse(eps(zt, t, shuffled, 1.0)),
                 "clean_hint": mse(eps(zt, t, gt, 1.0))}
 
@@ -126,6 +130,7 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
 
   started = time.time()
   sampling = {"input": round(_psnr(y, gt), 2), "vae_reconstruction": round(_psnr(image(z0), gt), 2),
+              "vae_of_input": round(_psnr(image(z_input), gt), 2),
               "ddim_from_noise": ddim(schedule.num_train_timesteps - 1, False)}
   for start in starts:
     sampling[f"ddim_from_noise_t{start}"] = ddim(start, False)

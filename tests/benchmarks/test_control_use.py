@@ -16,11 +16,17 @@ def test_control_use_reports_every_row_at_every_timestep(tiny_checkpoint):  # no
   a = np.asarray(Schedule.sd().alphas_cumprod)
   for t in (500, 999):
     row = result["eps_mse"][t]
-    assert set(row) == {"x0_weight", "unet", "trivial", "tip", "shuffled", "clean_hint"}
+    assert set(row) == {"x0_weight", "unet", "trivial", "copy_input", "tip", "shuffled",
+                        "clean_hint"}
     assert abs(row["x0_weight"] - a[t] / (1 - a[t])) < 1e-4
     assert all(np.isfinite(v) and v >= 0 for v in row.values())
   # The trivial guess misses by sqrt(ᾱ/(1-ᾱ))·z0: its error grows as t falls.
   assert result["eps_mse"][500]["trivial"] > result["eps_mse"][999]["trivial"]
-  assert set(result["psnr"]) == {"input", "vae_reconstruction", "ddim_from_noise",
-                                 "ddim_from_noise_t600", "ddim_from_input_t600"}
+  # Copying the input's latent misses by sqrt(ᾱ/(1-ᾱ))·(z_y - z0): less than trivial's
+  # sqrt(ᾱ/(1-ᾱ))·z0 unless the input's latent is further from z0 than 0 is.
+  assert all(result["eps_mse"][t]["copy_input"] < result["eps_mse"][t]["trivial"]
+             for t in (500, 999))
+  assert set(result["psnr"]) == {"input", "vae_reconstruction", "vae_of_input",
+                                 "ddim_from_noise", "ddim_from_noise_t600",
+                                 "ddim_from_input_t600"}
   assert all(np.isfinite(v) for v in result["psnr"].values())
