@@ -58,6 +58,9 @@ def _base() -> ml_collections.ConfigDict:
                                 # `geometry`); must be given: nothing is random by default
   c.model.geometry = "sd15"     # tiny | sd15 | sd21 (shapes the random backbone)
   c.model.fusion = "modulate_skip"
+  # How the ControlNet sees y: "concat" is the paper's E' (a small conv stack, from
+  # scratch); "vae" starts E' as a copy of the VAE's encoder (not the paper's).
+  c.model.conditioning = "concat"
   c.model.dtype = "bfloat16"    # compute dtype of every model
   c.model.remat_policy = ""     # "" or a jax.checkpoint_policies name, e.g. nothing_saveable
   c.model.attention_impl = ""   # "" (JAX picks), "xla" or "cudnn"

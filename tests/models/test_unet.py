@@ -10,9 +10,10 @@ from tip_jax.convert.diffusers import load_component
 from tip_jax.models import params as params_lib
 from tip_jax.models import tip
 from tip_jax.models.controlnet import (FUSIONS, ControlNetConfig, ControlNetModel,
-                                       controlnet_params_from_unet)
+                                       VAEHintEncoder, controlnet_params_from_unet)
 from tip_jax.models.layers import ModelOptions
 from tip_jax.models.unet import UNet2DConditionModel, UNetConfig
+from tip_jax.models.vae import AutoencoderKL, VAEConfig
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -225,3 +226,34 @@ def test_tip_controlnet_follows_the_vae_downsampling(frozen_unet, factor):
                                 np.asarray(unet.apply({"params": unet_params}, z, t, text)))
   with pytest.raises(ValueError, match="expected 2, 4 or 8"):
     ControlNetConfig.tip(ucfg, downsample_factor=16)
+
+
+def test_vae_conditioning_starts_as_the_vae_encoder(frozen_unet):
+  """`conditioning="vae"`: E' is a copy of the VAE encoder, so E'(y) is y's scaled
+  posterior mean at init, on the latent grid, and TIP still equals the UNet at init."""
+  ucfg, unet, unet_params = frozen_unet
+  vcfg = VAEConfig.tiny()
+  vae = AutoencoderKL(vcfg)
+  vae_params = params_lib.init_params(vae, jax.random.key(4))
+  controlnet = ControlNetModel(ControlNetConfig.tip(ucfg, vae=vcfg))
+  assert controlnet.config.conditioning == "vae"
+  assert controlnet.config.downsample_factor == vcfg.downsample_factor
+  params = controlnet_params_from_unet(controlnet, unet_params, jax.random.key(1), vae_params)
+  z, t, text = unet.example_inputs(2)
+  y = jax.random.uniform(jax.random.key(5), controlnet.example_inputs(2)[3].shape) * 2 - 1
+  hint = VAEHintEncoder(vcfg, ModelOptions()).apply(
+      {"params": params["controlnet_cond_embedding"]}, y)
+  mean = vae.apply({"params": vae_params}, y, method="encode")[0]
+  np.testing.assert_array_equal(np.asarray(hint), np.asarray(mean * vcfg.scaling_factor))
+  kernel = params["conv_in"]["kernel"]
+  assert kernel.shape[2] == ucfg.in_channels + vcfg.latent_channels
+  assert not np.any(kernel[:, :, ucfg.in_channels:])
+  z = jax.random.normal(jax.random.key(2), z.shape)
+  text = jax.random.normal(jax.random.key(3), text.shape)
+  ours = tip.predict(unet, controlnet, unet_params, params, z, t, text, text, y)
+  np.testing.assert_array_equal(np.asarray(ours),
+                                np.asarray(unet.apply({"params": unet_params}, z, t, text)))
+  with pytest.raises(ValueError, match="give vae_params"):
+    controlnet_params_from_unet(controlnet, unet_params, jax.random.key(1))
+  with pytest.raises(ValueError, match="only with, conditioning='vae'"):
+    ControlNetConfig(unet=ucfg, conditioning="concat", vae=vcfg)

@@ -23,7 +23,7 @@ from tip_jax.degrade import DegradeConfig
 from tip_jax.degrade.parameterized import TIPConfig
 from tip_jax.errors import ConfigError
 from tip_jax.models.backbone import Backbone, random_backbone
-from tip_jax.models.controlnet import (FUSIONS, ControlNetConfig, ControlNetModel,
+from tip_jax.models.controlnet import (CONDITIONING, FUSIONS, ControlNetConfig, ControlNetModel,
                                        controlnet_params_from_unet)
 from tip_jax.models.layers import ModelOptions
 
@@ -73,6 +73,11 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
   options = model_options(config)
   if config.model.fusion not in FUSIONS:
     raise ConfigError(f"model.fusion={config.model.fusion!r}: expected one of {FUSIONS}")
+  hints = tuple(c for c in CONDITIONING if c != "add")  # "add" is diffusers' ControlNet's
+  conditioning = config.model.get("conditioning", "concat")  # runs from before the option
+  if conditioning not in hints:
+    raise ConfigError(f"model.conditioning={conditioning!r}: expected one of "
+                      f"{hints}")
   if config.model.backbone == RANDOM:
     backbone = random_backbone(config.model.geometry, config.seed, options, abstract=abstract)
   elif config.model.backbone:
@@ -87,14 +92,17 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
                       "model.geometry (tests, benchmarks)")
   if config.task == "unet":  # the UNet being pretrained learns the prediction its config names
     backbone = backbone.with_prediction_type(config.unet.prediction_type)
+  vae_config = backbone.vae.module.config
   controlnet = ControlNetModel(ControlNetConfig.tip(
-      backbone.unet.module.config, config.model.fusion,
-      backbone.vae.module.config.downsample_factor), options)
+      backbone.unet.module.config, config.model.fusion, vae_config.downsample_factor,
+      vae=vae_config if conditioning == "vae" else None), options)
   return Components(backbone=backbone, controlnet=controlnet)
 
 
 def init_controlnet(components: Components, seed: int) -> dict:
-  """Trainable params in float32: the UNet encoder copy, fresh E' and zero fusion convs."""
-  params = controlnet_params_from_unet(components.controlnet, components.backbone.unet.params,
-                                       jax.random.key(seed + 1))
+  """Trainable params in float32: the UNet encoder copy, E' (fresh, or the VAE encoder's
+  copy) and zero fusion convs."""
+  backbone = components.backbone
+  params = controlnet_params_from_unet(components.controlnet, backbone.unet.params,
+                                       jax.random.key(seed + 1), backbone.vae.params)
   return cast(params, jnp.float32)

@@ -1,11 +1,15 @@
 """TIP's ControlNet: a trainable copy of the UNet encoder that sees the degraded image.
 
-Two ways in for the degraded image y (`conditioning`):
+Three ways in for the degraded image y (`conditioning`):
   "add"     diffusers' ControlNet: E'(y) ends in a zero conv to C0 channels and is
             added to conv_in(z_t).
   "concat"  the paper (Sec. 3.4): E'(y) (3->16->32->96->256, three stride-2 steps)
             is concatenated with z_t; the extra conv_in input channels start at zero,
             so at initialisation the branch sees z_t exactly as the UNet does.
+  "vae"     not the paper's: E' is a trainable copy of the frozen VAE's encoder, so
+            E'(y) starts as y's scaled latent (posterior mean), concatenated with z_t
+            as in "concat". A from-scratch E' must first learn what the VAE encoder
+            already computes; a small ControlNet trained briefly never does.
 Three ways out (`fusion`), each through zero-initialised 1x1 convs
 `controlnet_down_blocks_i` (one per UNet skip) and `controlnet_mid_block`:
   "additive"              a residual per skip and for the mid block (ControlNet-SR).
@@ -28,9 +32,10 @@ from tip_jax.models import params as params_lib
 from tip_jax.models.layers import ModelOptions, conv
 from tip_jax.models.unet import (UNetConfig, encoder_path, skip_channels, time_embedding,
                                  up_path_channels)
+from tip_jax.models.vae import Encoder, VAEConfig
 
 Array = jax.Array
-CONDITIONING = ("add", "concat")
+CONDITIONING = ("add", "concat", "vae")
 FUSIONS = ("additive", "modulate_skip", "modulate_skip_and_up")
 _SHARED_WITH_UNET = ("time_embedding", "conv_in", "down_blocks_", "mid_block")
 
@@ -43,10 +48,13 @@ class ControlNetConfig:
   conditioning_channels: int = 3
   conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
   bgr: bool = False   # diffusers' controlnet_conditioning_channel_order == "bgr"
+  vae: VAEConfig | None = None  # the encoder E' copies ("vae" conditioning only)
 
   def __post_init__(self):
     if self.conditioning not in CONDITIONING:
       raise ValueError(f"conditioning {self.conditioning!r} not in {CONDITIONING}")
+    if (self.conditioning == "vae") != (self.vae is not None):
+      raise ValueError("a VAEConfig is given with, and only with, conditioning='vae'")
     if self.fusion not in FUSIONS:
       raise ValueError(f"fusion {self.fusion!r} not in {FUSIONS}")
 
@@ -63,10 +71,13 @@ class ControlNetConfig:
 
   @classmethod
   def tip(cls, unet: UNetConfig, fusion: str = "modulate_skip",
-          downsample_factor: int = 8) -> "ControlNetConfig":
+          downsample_factor: int = 8, vae: VAEConfig | None = None) -> "ControlNetConfig":
     """The paper's ControlNet; E' takes the degraded image down to the latent grid of a
     VAE with `downsample_factor` (8 for SD: the paper's three stride-2 steps; a 4x VAE
-    drops the first, keeping the widths that reach the latents)."""
+    drops the first, keeping the widths that reach the latents). Given `vae`, E' is
+    that VAE's encoder instead ("vae" conditioning)."""
+    if vae is not None:
+      return cls(unet=unet, conditioning="vae", fusion=fusion, vae=vae)
     steps = downsample_factor.bit_length() - 1
     if downsample_factor != 2 ** steps or not 1 <= steps <= 3:
       raise ValueError(f"downsample_factor {downsample_factor}: expected 2, 4 or 8")
@@ -76,6 +87,8 @@ class ControlNetConfig:
   @property
   def downsample_factor(self) -> int:
     """Pixels of the conditioning image per latent: E' has one stride-2 step per stage."""
+    if self.vae is not None:
+      return self.vae.downsample_factor
     return 2 ** (len(self.conditioning_embedding_out_channels) - 1)
 
   def fusion_channels(self) -> tuple[list[int], int]:
@@ -106,6 +119,24 @@ class ConditioningEmbedding(nn.Module):
     return h
 
 
+class VAEHintEncoder(nn.Module):
+  """E' for "vae" conditioning: the VAE's encoder and quant conv, giving the posterior
+  mean scaled (and shifted) as the UNet's latents are; params named as the VAE's."""
+
+  config: VAEConfig
+  options: ModelOptions
+
+  @nn.compact
+  def __call__(self, y: Array) -> Array:
+    cfg = self.config
+    moments = Encoder(cfg, self.options, name="encoder")(y)
+    if cfg.use_quant_conv:
+      moments = conv(2 * cfg.latent_channels, self.options, "quant_conv", kernel=1,
+                     padding=0)(moments)
+    mean = moments[..., :cfg.latent_channels]
+    return (mean - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
+
+
 class ControlNetModel(nn.Module):
   """`apply(p, z_t, t, text, y)` -> (per-skip outputs, mid output), NHWC, y at 8x z_t."""
 
@@ -124,9 +155,13 @@ class ControlNetModel(nn.Module):
     context = encoder_hidden_states.astype(opts.dtype)
     temb = time_embedding(ucfg, opts, timesteps, sample.shape[0])
     c0 = ucfg.block_out_channels[0]
-    embedding = ConditioningEmbedding(
-        cfg.conditioning_embedding_out_channels, opts,
-        c0 if cfg.conditioning == "add" else None, name="controlnet_cond_embedding")(cond_image)
+    if cfg.conditioning == "vae":
+      embedding = VAEHintEncoder(cfg.vae, opts, name="controlnet_cond_embedding")(cond_image)
+    else:
+      embedding = ConditioningEmbedding(
+          cfg.conditioning_embedding_out_channels, opts,
+          c0 if cfg.conditioning == "add" else None,
+          name="controlnet_cond_embedding")(cond_image)
     if cfg.conditioning == "add":
       h = conv(c0, opts, "conv_in")(sample) + embedding
     else:
@@ -149,15 +184,26 @@ class ControlNetModel(nn.Module):
 
 
 def controlnet_params_from_unet(controlnet: ControlNetModel, unet_params: dict,
-                                rng: jax.Array) -> dict:
+                                rng: jax.Array, vae_params: dict | None = None) -> dict:
   """Fresh ControlNet params whose encoder copies the UNet's (ControlNet's `from_unet`).
 
-  E' and the zero convs keep their own initialisation; with "concat" conditioning the
-  UNet's conv_in kernel fills the z_t input channels and the E' channels stay zero.
+  E' and the zero convs keep their own initialisation; with "concat" or "vae"
+  conditioning the UNet's conv_in kernel fills the z_t input channels and the E'
+  channels stay zero. With "vae" conditioning E' copies `vae_params`' encoder and
+  quant conv (required then).
   """
   fresh = flatten_dict(params_lib.init_params(controlnet, rng))
   source = flatten_dict(unet_params)
+  if controlnet.config.conditioning == "vae":
+    if vae_params is None:
+      raise ValueError("conditioning='vae' copies the VAE's encoder: give vae_params")
+    source.update({("controlnet_cond_embedding",) + path: value
+                   for path, value in flatten_dict(vae_params).items()
+                   if path[0] in ("encoder", "quant_conv")})
   for path, value in fresh.items():
+    if path[0] == "controlnet_cond_embedding" and controlnet.config.conditioning == "vae":
+      fresh[path] = jnp.asarray(source[path], value.dtype)
+      continue
     if not path[0].startswith(_SHARED_WITH_UNET):
       continue
     copied = source[path]
