@@ -41,3 +41,14 @@ def test_sweeps_of_the_config_file(tmp_path):
     load_sweep(f"{bad}:tiny", "sweep_typo")
   with pytest.raises(ConfigError, match="defines no sweep function 'sweep_nope'"):
     load_sweep("configs/tip.py", "sweep_nope")
+
+
+def test_model_choices_are_checked_when_the_models_are_built():
+  from tip_jax.experiment import components
+  for field, value, expected in (("model.fusion", "blend", "model.fusion='blend'"),
+                                 ("model.conditioning", "add",
+                                  r"model.conditioning='add': expected one of \('concat', "
+                                  r"'vae'\)")):
+    config = load_config("configs/tip.py:tiny", {field: value, "model.backbone": "random"})
+    with pytest.raises(ConfigError, match=expected):
+      components.build(config, abstract=True)
