@@ -44,9 +44,10 @@ def geometry(width: float) -> UNetConfig:
   return dataclasses.replace(UNetConfig.sd15(), block_out_channels=channels)
 
 
-def build_models(width: float, query_chunk: int | None):
+def build_models(width: float, query_chunk: int | None, dtype: str = "float32"):
   """diffusers' SD1.5-geometry UNet + ControlNet (random, every ControlNet weight nudged
-  so the residual path is really exercised) and ours with the same weights.
+  so the residual path is really exercised) and ours with the same weights, computing in
+  `dtype` (params stay float32 on our side; the caller casts the reference).
 
   Returns cfg, (ref_unet, ref_controlnet), (unet, controlnet), (unet_params, cn_params).
   """
@@ -60,7 +61,7 @@ def build_models(width: float, query_chunk: int | None):
   with torch.no_grad():
     for p in ref_cn.parameters():
       p.add_(0.01 * torch.randn_like(p))
-  options = ModelOptions(attention_query_chunk=query_chunk or None)
+  options = ModelOptions(dtype=jax.numpy.dtype(dtype), attention_query_chunk=query_chunk or None)
   unet = UNet2DConditionModel(cfg, options)
   controlnet = ControlNetModel(ControlNetConfig(unet=cfg, conditioning="add", fusion="additive"),
                                options)
@@ -114,10 +115,33 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
+  device = jax.devices()[0]
   return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
           "jax": jax.__version__,
-          "torch": torch.__version__, "device": str(jax.devices()[0]),
+          "torch": torch.__version__, "device": str(device),
+          "device_kind": device.device_kind,
+          "torch_cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
           "torch_threads": torch.get_num_threads()}
+
+
+# Dense bf16 peaks in TFLOP/s (vendor figures, no sparsity), by the start of JAX's
+# `device_kind`: what an MFU is measured against.
+PEAK_BF16_TFLOPS = {"NVIDIA H200": 989.4, "NVIDIA H100": 989.4, "NVIDIA A100": 312.0,
+                    "NVIDIA L4": 121.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+                    "TPU v5p": 459.0, "TPU v5": 459.0, "TPU v6 lite": 918.0}
+
+
+def peak_bf16_tflops() -> float:
+  """This device's dense bf16 peak (`PEAK_BF16_TFLOPS`), 0 when unknown (a CPU)."""
+  kind = jax.devices()[0].device_kind
+  return next((v for k, v in PEAK_BF16_TFLOPS.items() if kind.startswith(k)), 0.0)
+
+
+def reference_device() -> torch.device:
+  """Where the PyTorch side runs: the GPU when JAX runs on one too (same chip, same
+  process: a fair comparison), else the CPU."""
+  on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+  return torch.device("cuda" if on_gpu else "cpu")
 
 
 def timed(fn, repeats: int) -> float:

@@ -18,7 +18,11 @@ conditioning image comes ready-made, so `ours_degrade_s` times our degradation a
 Every model is SD1.5's with its widths scaled by --width (UNet and VAE channels, the CLIP
 tower's width; depths and vocabulary kept). Random weights. The sides alternate, one step
 each, after a warm-up (ours: AOT compile, reported, then one step); medians are printed
-as one JSON line, with MFU when --peak_tflops is given (FLOPs from XLA's cost analysis).
+as one JSON line. With --peak_tflops, each side's MFU: its matmul and convolution FLOPs
+per step (ours read from the compiled program by `hlo_flops`, the reference's counted by
+PyTorch's `FlopCounterMode` over one more step: the same convention; on a CPU PyTorch's
+fused attention has no FLOP formula, so the reference's count there leaves it out) over
+its median step time and the peak.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from forward import add_threads_flag, geometry, limit_threads, machine, to_torch
+from forward import (add_threads_flag, geometry, limit_threads, machine, reference_device,
+                     to_torch)
+from hlo_flops import matmul_ops, total
+from torch.utils.flop_counter import FlopCounterMode
 
 from tip_jax.degrade import degrade, params_from_tree, params_to_tree, sample_params
 from tip_jax.experiment import setup as setup_lib
@@ -130,8 +137,7 @@ def build_reference(configs, local: dict, degraded: np.ndarray, dtype: str,
   """diffusers' models at our geometry (`reference_models`, or `models` made by it on this
   device) and a training step."""
   import diffusers  # test/benchmark-only reference
-  device = torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available()
-                        else "cpu")
+  device = reference_device()
   weight_dtype = getattr(torch, dtype)
   unet, controlnet, vae, text = models or reference_models(configs, device, weight_dtype)
   scheduler = diffusers.DDPMScheduler()
@@ -199,9 +205,11 @@ def main() -> None:
     times["degrade"].append(clock(degrade_fn))
   ours_s, ref_s, degrade_s = (float(np.median(times[k])) for k in ("ours", "reference",
                                                                       "degrade"))
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+  flops = total(matmul_ops(compiled.as_text()))
+  with FlopCounterMode(display=False) as counter:
+    ref_step()
+  ref_flops = float(counter.get_total_flops())
+  mfu = lambda f, s: round(f / s / (args.peak_tflops * 1e12), 4) if args.peak_tflops else None  # noqa: E731
   ucfg, vcfg, tcfg = configs
   print(json.dumps({
       "benchmark": f"TIP train step vs diffusers ControlNet train step, {args.dtype}",
@@ -214,8 +222,8 @@ def main() -> None:
       "ratio_without_degrade": round((ours_s - degrade_s) / ref_s, 3),
       "ours_compile_s": round(compile_s, 1),
       "ours_gflops_per_step": round(flops / 1e9, 1),
-      "ours_mfu": round(flops / ours_s / (args.peak_tflops * 1e12), 4)
-      if args.peak_tflops else None,
+      "reference_gflops_per_step": round(ref_flops / 1e9, 1),
+      "ours_mfu": mfu(flops, ours_s), "reference_mfu": mfu(ref_flops, ref_s),
       "first_losses": {k: round(v, 4) for k, v in losses.items()},
       "all_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
       "config": {"unet_channels": ucfg.block_out_channels, "vae_channels": vcfg.block_out_channels,
