@@ -207,6 +207,16 @@ def test_bf16_remat_and_attention_impl_options(frozen_unet, inputs):
   assert np.abs(np.asarray(half) - np.asarray(full)).max() <= 0.1 * np.abs(np.asarray(full)).max()
 
 
+def _assert_tip_is_the_unet(unet, unet_params, controlnet, params, cond) -> None:
+  """TIP's prediction with fresh ControlNet params equals the frozen UNet's, exactly."""
+  z, t, text = unet.example_inputs(cond.shape[0])
+  z = jax.random.normal(jax.random.key(2), z.shape)
+  text = jax.random.normal(jax.random.key(3), text.shape)
+  ours = tip.predict(unet, controlnet, unet_params, params, z, t, text, text, cond)
+  np.testing.assert_array_equal(np.asarray(ours),
+                                np.asarray(unet.apply({"params": unet_params}, z, t, text)))
+
+
 @pytest.mark.parametrize("factor", [4, 8])
 def test_tip_controlnet_follows_the_vae_downsampling(frozen_unet, factor):
   """E' has one stride-2 step per 2x of the VAE (the paper's three for SD's 8x), so the
@@ -215,15 +225,11 @@ def test_tip_controlnet_follows_the_vae_downsampling(frozen_unet, factor):
   controlnet = ControlNetModel(ControlNetConfig.tip(ucfg, downsample_factor=factor))
   assert controlnet.config.downsample_factor == factor
   assert controlnet.config.conditioning_embedding_out_channels[-1] == 256
-  z, t, text = unet.example_inputs(2)
+  z = unet.example_inputs(2)[0]
   cond = controlnet.example_inputs(2)[3]
   assert cond.shape[1:3] == (factor * z.shape[1], factor * z.shape[2])
   params = controlnet_params_from_unet(controlnet, unet_params, jax.random.key(1))
-  z = jax.random.normal(jax.random.key(2), z.shape)
-  text = jax.random.normal(jax.random.key(3), text.shape)
-  ours = tip.predict(unet, controlnet, unet_params, params, z, t, text, text, cond)
-  np.testing.assert_array_equal(np.asarray(ours),
-                                np.asarray(unet.apply({"params": unet_params}, z, t, text)))
+  _assert_tip_is_the_unet(unet, unet_params, controlnet, params, cond)
   with pytest.raises(ValueError, match="expected 2, 4 or 8"):
     ControlNetConfig.tip(ucfg, downsample_factor=16)
 
@@ -239,7 +245,6 @@ def test_vae_conditioning_starts_as_the_vae_encoder(frozen_unet):
   assert controlnet.config.conditioning == "vae"
   assert controlnet.config.downsample_factor == vcfg.downsample_factor
   params = controlnet_params_from_unet(controlnet, unet_params, jax.random.key(1), vae_params)
-  z, t, text = unet.example_inputs(2)
   y = jax.random.uniform(jax.random.key(5), controlnet.example_inputs(2)[3].shape) * 2 - 1
   hint = VAEHintEncoder(vcfg, ModelOptions()).apply(
       {"params": params["controlnet_cond_embedding"]}, y)
@@ -248,11 +253,7 @@ def test_vae_conditioning_starts_as_the_vae_encoder(frozen_unet):
   kernel = params["conv_in"]["kernel"]
   assert kernel.shape[2] == ucfg.in_channels + vcfg.latent_channels
   assert not np.any(kernel[:, :, ucfg.in_channels:])
-  z = jax.random.normal(jax.random.key(2), z.shape)
-  text = jax.random.normal(jax.random.key(3), text.shape)
-  ours = tip.predict(unet, controlnet, unet_params, params, z, t, text, text, y)
-  np.testing.assert_array_equal(np.asarray(ours),
-                                np.asarray(unet.apply({"params": unet_params}, z, t, text)))
+  _assert_tip_is_the_unet(unet, unet_params, controlnet, params, y)
   with pytest.raises(ValueError, match="give vae_params"):
     controlnet_params_from_unet(controlnet, unet_params, jax.random.key(1))
   with pytest.raises(ValueError, match="only with, conditioning='vae'"):
