@@ -18,9 +18,11 @@ draw per t, the same for every row) and the ε-prediction MSE is measured
                 hint would take it
 
 with `x0_weight` = ᾱ_t / (1 - ᾱ_t), the weight the ε-loss puts on an x0 error at t. Then
-the decoded PSNR of DDIM (`--sample_steps`) from pure noise at T, and from pure noise
-or from the degraded input's latent noised to t_start for each of `--starts` (the steps
-above t_start skipped), against the VAE's own
+the decoded PSNR of DDIM (`--sample_steps`) from pure noise at T, and for each of
+`--starts` (the steps above t_start skipped) from pure noise, from the degraded input's
+latent and from the clean latent noised to t_start, the last also with the prior alone
+(`prior_from_clean`: the floor any ControlNet that leaves the last steps to the prior
+inherits), against the VAE's own
 reconstruction of the clean crops (the ceiling of any latent model), of the input (what
 copying the input's latent gives) and the input itself.
 Prints one JSON object.
@@ -116,14 +118,16 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
                 "shuffled": mse(eps(zt, t, shuffled, 1.0)),
                 "clean_hint": mse(eps(zt, t, gt, 1.0))}
 
-  def ddim(start_t: int, from_input: bool) -> float:
+  def ddim(start_t: int, source: jax.Array | None, on: float = 1.0) -> float:
+    """Decoded PSNR of DDIM from pure noise at start_t (`source` None) or from `source`
+    latents noised to start_t; `on` scales the ControlNet's outputs (0: the prior)."""
     ts = np.linspace(start_t, 0, sample_steps).round().astype(int)
     z = jax.random.normal(jax.random.key(seed), z0.shape)
-    if from_input:
-      z = add_noise(schedule, latent(y), z, jnp.full((z.shape[0],), ts[0]))
+    if source is not None:
+      z = add_noise(schedule, source, z, jnp.full((z.shape[0],), ts[0]))
     ac = schedule.alphas_cumprod
     for i, t in enumerate(ts):
-      e = eps(z, int(t), y, 1.0)
+      e = eps(z, int(t), y, on)
       x0 = (z - jnp.sqrt(1 - ac[t]) * e) / jnp.sqrt(ac[t])
       z = x0 if i + 1 == len(ts) else jnp.sqrt(ac[ts[i + 1]]) * x0 + jnp.sqrt(1 - ac[ts[i + 1]]) * e
     return round(_psnr(image(z), gt), 2)
@@ -131,10 +135,12 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
   started = time.time()
   sampling = {"input": round(_psnr(y, gt), 2), "vae_reconstruction": round(_psnr(image(z0), gt), 2),
               "vae_of_input": round(_psnr(image(z_input), gt), 2),
-              "ddim_from_noise": ddim(schedule.num_train_timesteps - 1, False)}
+              "ddim_from_noise": ddim(schedule.num_train_timesteps - 1, None)}
   for start in starts:
-    sampling[f"ddim_from_noise_t{start}"] = ddim(start, False)
-    sampling[f"ddim_from_input_t{start}"] = ddim(start, True)
+    sampling[f"ddim_from_noise_t{start}"] = ddim(start, None)
+    sampling[f"ddim_from_input_t{start}"] = ddim(start, z_input)
+    sampling[f"ddim_from_clean_t{start}"] = ddim(start, z0)
+    sampling[f"prior_from_clean_t{start}"] = ddim(start, z0, 0.0)
   return {"step": run.step, "set": eval_set.name, "images": int(gt.shape[0]),
           "eps_mse": table, "psnr": sampling, "sampling_s": round(time.time() - started, 1)}
 
