@@ -88,10 +88,10 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
   vae, vae_params = bb.vae.module, bb.vae.params
 
   def latent(images: jax.Array) -> jax.Array:
-    return vae.apply({"params": vae_params}, images, method="encode")[0] * bb.scaling_factor
+    return vae.config.scale(vae.apply({"params": vae_params}, images, method="encode")[0])
 
   def image(z: jax.Array) -> jax.Array:
-    return vae.apply({"params": vae_params}, z / bb.scaling_factor, method="decode")
+    return vae.apply({"params": vae_params}, vae.config.unscale(z), method="decode")
 
   z0, schedule = latent(gt), bb.schedule()
   z_input = latent(y)

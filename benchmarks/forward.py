@@ -71,6 +71,15 @@ def build_models(width: float, query_chunk: int | None, dtype: str = "float32"):
   return cfg, (ref_unet, ref_cn), (unet, controlnet), (unet_params, cn_params)
 
 
+def reference_predict(unet, controlnet, x: torch.Tensor, t, text: torch.Tensor,
+                      cond: torch.Tensor) -> torch.Tensor:
+  """diffusers' ControlNet residuals fed to its UNet: the reference of `tip.predict` with
+  additive fusion (NCHW; call under `torch.no_grad()` when timing inference)."""
+  down, mid = controlnet(x, t, text, cond, return_dict=False)
+  return unet(x, t, text, down_block_additional_residuals=down,
+              mid_block_additional_residual=mid).sample
+
+
 def make_inputs(size: int, batch: int, cross_attention_dim: int):
   """Noisy latents, text states and a [0, 1] conditioning image (NHWC, float32)."""
   r = np.random.default_rng(0)
@@ -177,9 +186,7 @@ def main() -> None:
 
   def ref_fn():
     with torch.no_grad():
-      down, mid = ref_cn(tz, tt, ttext, tc, return_dict=False)
-      return ref_unet(tz, tt, ttext, down_block_additional_residuals=down,
-                      mid_block_additional_residual=mid).sample
+      return reference_predict(ref_unet, ref_cn, tz, tt, ttext, tc)
 
   start = time.perf_counter()
   ours_out = np.asarray(forward(unet_params, cn_params, z, t, text, text, cond))

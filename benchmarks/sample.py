@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 from forward import (add_threads_flag, build_models, limit_threads, machine, make_inputs,
-                     reference_device, to_torch)
+                     reference_device, reference_predict, to_torch)
 
 from tip_jax.diffusion import samplers, schedules
 from tip_jax.models import tip
@@ -39,10 +39,7 @@ def reference_denoise(unet, controlnet, x: torch.Tensor, t, text: torch.Tensor,
   """diffusers' ControlNet + UNet output for NCHW latents x (B images) at timestep t, as its
   ControlNet pipeline computes it: `rows` copies of the batch (2: classifier-free
   guidance, the conditional rows first, text and cond given per row), guided back to B."""
-  xs = x.repeat(rows, 1, 1, 1)
-  down, mid = controlnet(xs, t, text, cond, return_dict=False)
-  out = unet(xs, t, text, down_block_additional_residuals=down,
-             mid_block_additional_residual=mid).sample
+  out = reference_predict(unet, controlnet, x.repeat(rows, 1, 1, 1), t, text, cond)
   n = x.shape[0]
   return out[n:] + guidance * (out[:n] - out[n:]) if rows == 2 else out
 

@@ -142,8 +142,7 @@ def sample_latents(params: dict, start: Array, degraded: Array, semantic: Array,
 @functools.partial(jax.jit, static_argnames=("vae", "layout"))
 def decode(vae_params: dict, latent: Array, *, vae: nn.Module, layout: Layout) -> Array:
   """Scaled latents → images in [-1, 1] (tile by tile above the model's resolution)."""
-  cfg = vae.config
-  z = latent / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+  z = vae.config.unscale(latent)
   run = lambda p, x: vae.apply({"params": p}, x, method="decode")  # noqa: E731
   if layout.tiles is None:
     return run(vae_params, z)
@@ -154,14 +153,13 @@ def decode(vae_params: dict, latent: Array, *, vae: nn.Module, layout: Layout) -
 @functools.partial(jax.jit, static_argnames=("vae", "layout"))
 def encode(vae_params: dict, images: Array, *, vae: nn.Module, layout: Layout) -> Array:
   """Images in [-1, 1] → scaled latents (the posterior mean)."""
-  cfg = vae.config
   run = lambda p, x: vae.apply({"params": p}, x, method="encode")[0]  # noqa: E731
   if layout.tiles is None:
     mean = run(vae_params, images)
   else:
     outs = tiling.map_tiles(run, vae_params, layout.tiles.scaled(layout.factor).split(images))
     mean = layout.tiles.merge(outs)
-  return (mean - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
+  return vae.config.scale(mean)
 
 
 @functools.partial(jax.jit, static_argnames=("text_encoder",))

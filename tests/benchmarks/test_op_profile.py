@@ -1,6 +1,11 @@
 """benchmarks/op_profile.py: HLO instructions and ATen ops sorted into the same kinds,
 and a profiled program's time counted once per executed instruction."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 
@@ -46,3 +51,17 @@ def test_a_profiled_program_is_split_by_kind():
   totals = op_profile.profile_ours(lambda: compiled(x, w), compiled.as_text(), repeats=2)
   assert totals["convolution"] > 0 and totals["other matmul"] > 0
   assert set(totals) <= set(op_profile.KINDS)
+
+
+def test_the_script_splits_both_sides_into_every_kind():
+  """The whole script at a toy size: both sides profiled, one JSON object."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  done = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "op_profile.py"),
+                         "--width", "0.1", "--size", "64", "--threads", "1", "--repeats", "1"],
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  result = json.loads(done.stdout)
+  for side in ("ours", "reference"):
+    assert set(result[side]) == set(op_profile.KINDS) | {"total_ms", "wall_ms_unprofiled"}
+    assert result[side]["total_ms"] > 0 and result[side]["convolution"]["ms"] > 0
+  assert set(result["ratio_ours_over_reference"]) == set(op_profile.KINDS) | {"total"}

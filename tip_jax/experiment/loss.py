@@ -154,7 +154,7 @@ def noised_latents(backbone: Backbone, vae_params: dict, clean: jax.Array, keys:
   posterior = jax.vmap(lambda k, s: jax.random.normal(k, s, jnp.float32), (0, None))(
       keys[:, 0], mean.shape[1:])
   z0 = mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * posterior
-  z0 = (z0 - (vae.config.shift_factor or 0.0)) * backbone.scaling_factor
+  z0 = vae.config.scale(z0)
   t = jax.vmap(lambda k: draw_timestep(k, schedule.num_train_timesteps, timesteps))(keys[:, 1])
   noise = jax.vmap(lambda k: jax.random.normal(k, z0.shape[1:], jnp.float32))(keys[:, 2])
   z_t = add_noise(schedule, z0, noise, t)

@@ -133,8 +133,7 @@ class VAEHintEncoder(nn.Module):
     if cfg.use_quant_conv:
       moments = conv(2 * cfg.latent_channels, self.options, "quant_conv", kernel=1,
                      padding=0)(moments)
-    mean = moments[..., :cfg.latent_channels]
-    return (mean - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
+    return cfg.scale(moments[..., :cfg.latent_channels])
 
 
 class ControlNetModel(nn.Module):
@@ -193,18 +192,16 @@ def controlnet_params_from_unet(controlnet: ControlNetModel, unet_params: dict,
   quant conv (required then).
   """
   fresh = flatten_dict(params_lib.init_params(controlnet, rng))
-  source = flatten_dict(unet_params)
+  source, copied_prefixes = flatten_dict(unet_params), _SHARED_WITH_UNET
   if controlnet.config.conditioning == "vae":
     if vae_params is None:
       raise ValueError("conditioning='vae' copies the VAE's encoder: give vae_params")
     source.update({("controlnet_cond_embedding",) + path: value
                    for path, value in flatten_dict(vae_params).items()
                    if path[0] in ("encoder", "quant_conv")})
+    copied_prefixes += ("controlnet_cond_embedding",)
   for path, value in fresh.items():
-    if path[0] == "controlnet_cond_embedding" and controlnet.config.conditioning == "vae":
-      fresh[path] = jnp.asarray(source[path], value.dtype)
-      continue
-    if not path[0].startswith(_SHARED_WITH_UNET):
+    if not path[0].startswith(copied_prefixes):
       continue
     copied = source[path]
     if path == ("conv_in", "kernel") and copied.shape != value.shape:

@@ -8,8 +8,8 @@ eps 1e-6, unlike the UNet's 1e-5.
 
 Latent scaling is *not* done here: `encode` returns the raw Gaussian posterior and
 `decode` takes raw latents, exactly as diffusers' `vae.encode` / `vae.decode` do.
-Callers multiply by `config.scaling_factor` (after subtracting `shift_factor`, when
-set) to get the UNet's latents, and undo it before decoding.
+Callers turn them into the UNet's latents with `config.scale` (subtract `shift_factor`,
+when set, multiply by `scaling_factor`) and back with `config.unscale` before decoding.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ class VAEConfig:
   use_post_quant_conv: bool = True
   mid_block_add_attention: bool = True
   sample_size: int | tuple[int, ...] = 512
+
+  def scale(self, latents: Array) -> Array:
+    """The VAE's latents → the diffusion model's (shifted, then scaled)."""
+    return (latents - (self.shift_factor or 0.0)) * self.scaling_factor
+
+  def unscale(self, latents: Array) -> Array:
+    """The diffusion model's latents → the VAE's, as `decode` takes them."""
+    return latents / self.scaling_factor + (self.shift_factor or 0.0)
 
   @property
   def downsample_factor(self) -> int:
