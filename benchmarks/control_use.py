@@ -6,7 +6,8 @@
 
 On a benchmark set (default: the embedded held-out set A at the run's resolution, as
 the trainer scores it), the clean crops' VAE latents are noised at fixed timesteps (one noise
-draw per t, the same for every row) and the ε-prediction MSE is measured
+draw per t, the same for every row) and the MSE of the predicted ε (a v-prediction
+backbone's output converted) is measured
 
   unet          the frozen UNet alone (the ControlNet's outputs zeroed: the prior)
   trivial       ε̂ = z_t / sqrt(1 - ᾱ_t), i.e. x̂0 = 0: what a model that reads nothing
@@ -42,7 +43,7 @@ import numpy as np
 from tip_jax.diffusion.schedules import add_noise
 from tip_jax.eval import sets
 from tip_jax.eval.sets import EvalSet
-from tip_jax.experiment.checkpoint import load_for_inference
+from tip_jax.experiment.runs import load_for_inference
 from tip_jax.metrics import pixel
 from tip_jax.models import tip
 from tip_jax.models.tokenizer import tokenize
@@ -53,6 +54,15 @@ def _psnr(a: jax.Array, b: jax.Array) -> float:
   its ground truth (a draw that applied no stage) is left out of the mean."""
   values = np.asarray(pixel.psnr((jnp.clip(a, -1, 1) + 1) / 2, (b + 1) / 2))
   return float(np.mean(values[np.isfinite(values)]))
+
+
+def epsilon(prediction: jax.Array, zt: jax.Array, alpha_bar: jax.Array,
+            prediction_type: str) -> jax.Array:
+  """The ε a denoiser's output implies: itself, or from v = √ᾱ·ε − √(1−ᾱ)·x0 and
+  z_t = √ᾱ·x0 + √(1−ᾱ)·ε, ε = √(1−ᾱ)·z_t + √ᾱ·v."""
+  if prediction_type == "epsilon":
+    return prediction
+  return jnp.sqrt(1 - alpha_bar) * zt + jnp.sqrt(alpha_bar) * prediction
 
 
 def measure(workdir: str, set_path: str = "", count: int = 48,
@@ -73,9 +83,9 @@ def measure(workdir: str, set_path: str = "", count: int = 48,
 def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
              sample_steps: int, starts: tuple[int, ...], seed: int) -> dict:
   bb, controlnet = run.backbone, run.controlnet
-  if bb.prediction_type != "epsilon":
+  if bb.prediction_type not in ("epsilon", "v_prediction"):
     raise ValueError(f"a {bb.prediction_type}-prediction backbone; this benchmark reads "
-                     "ε-prediction ones")
+                     "ε- and v-prediction ones")
   batch = next(eval_set.batches(count))
   gt = jnp.asarray(batch.gt, jnp.float32) / 127.5 - 1
   y = jnp.asarray(batch.inputs, jnp.float32) / 127.5 - 1
@@ -102,7 +112,8 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
     tt = jnp.full((zt.shape[0],), t)
     control = controlnet.apply({"params": run.controlnet_params}, zt, tt, e_r, hint)
     control = jax.tree.map(lambda c: c * on, control)
-    return tip.denoise(unet, unet_params, zt, tt, e_s, control, fusion)
+    out = tip.denoise(unet, unet_params, zt, tt, e_s, control, fusion)
+    return epsilon(out, zt, jnp.asarray(schedule.alphas_cumprod)[t], bb.prediction_type)
 
   shuffled = jnp.roll(y, 1, axis=0)
   table = {}

@@ -140,7 +140,7 @@ def compare_prompts(workdir: str, estimator: Estimator, count: int, seed: int,
   """A TIP run restoring the embedded held-out sets with the blind, estimated ("auto")
   and true prompts: {set: {mode: {metric: mean}}} plus the share of auto == true."""
   from tip_jax.eval import scoring, sets
-  from tip_jax.experiment.checkpoint import run_config
+  from tip_jax.experiment.runs import run_config
   from tip_jax.restore import AUTO, TIPRestorer
   restorer = TIPRestorer.from_checkpoint(workdir)
   restorer.estimator = estimator

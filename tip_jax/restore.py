@@ -201,7 +201,7 @@ class TIPRestorer:
     """A trained TIP checkpoint (EMA params only are read) and the backbone it names, or
     `backbone`: the same diffusers folder at another path (a checkpoint moved to another
     machine, e.g. a Colab runtime)."""
-    from tip_jax.experiment.checkpoint import load_for_inference  # pulls in orbax/grain
+    from tip_jax.experiment.runs import load_for_inference  # pulls in orbax/grain
     loaded = load_for_inference(path, step=step, use_ema=use_ema, backbone=backbone)
     use = loaded.config.prompts
     return cls(loaded.backbone, loaded.controlnet, loaded.controlnet_params,

@@ -1,6 +1,6 @@
 """Per-role checkpoint items and the new-checkpoint iterator an evaluator polls with.
 
-(The trainer tests cover save/restore of a whole run and `load_for_inference` on it.)
+(The trainer tests cover save/restore of a whole run and `runs.load_for_inference` on it.)
 """
 
 import threading
@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tip_jax.errors import CheckpointError
-from tip_jax.experiment import checkpoint
+from tip_jax.experiment import checkpoint, runs
 
 
 def _save_params(mngr, step):
@@ -50,7 +50,7 @@ def test_checkpoints_stops_after_the_timeout(tmp_path):
 
 def test_a_missing_or_old_checkpoint_is_one_error(tmp_path):
   with pytest.raises(CheckpointError, match="no such checkpoint folder"):
-    checkpoint.load_for_inference(str(tmp_path / "nowhere"))
+    runs.load_for_inference(str(tmp_path / "nowhere"))
   (tmp_path / "checkpoints").mkdir()
   with pytest.raises(CheckpointError, match="no TIP checkpoints"):
-    checkpoint.load_for_inference(str(tmp_path))
+    runs.load_for_inference(str(tmp_path))

@@ -15,7 +15,7 @@ from tests.train.test_pretrain import scalar_tags
 from tests.train.test_trainer import ROOT, max_diff, params_of, subprocess_env
 from tip_jax.errors import CheckpointError
 from tip_jax.estimate import load
-from tip_jax.experiment import checkpoint
+from tip_jax.experiment import runs
 from tip_jax.experiment.config import load_config
 from tip_jax.train import trainer
 
@@ -43,7 +43,7 @@ def test_the_estimator_trains_resumes_and_exports(tmp_path):
   assert all(np.array_equal(a[k], b[k]) for k in a), max_diff(a, b)
 
   with pytest.raises(CheckpointError, match="an estimator folder"):
-    checkpoint.load_for_inference(str(tmp_path / "resumed"))
+    runs.load_for_inference(str(tmp_path / "resumed"))
   out = tmp_path / "exported"
   proc = subprocess.run([sys.executable, "-m", "tip_jax.cli.export_backbone",
                          str(tmp_path / "resumed"), str(out)], env=subprocess_env(1),

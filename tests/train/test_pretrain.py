@@ -19,7 +19,7 @@ from tests.train.test_trainer import ROOT, WORKER, max_diff, params_of, subproce
 from tip_jax.convert.diffusers import load_backbone
 from tip_jax.errors import CheckpointError, ConfigError
 from tip_jax.eval.evaluator import Evaluator
-from tip_jax.experiment import checkpoint
+from tip_jax.experiment import runs
 from tip_jax.experiment.config import load_config
 from tip_jax.train import trainer
 from tip_jax.train.export import export_backbone
@@ -68,7 +68,7 @@ def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
   assert all(np.array_equal(a[k], b[k]) for k in a), max_diff(a, b)
 
   with pytest.raises(CheckpointError, match="a vae pretraining run, not a TIP one"):
-    checkpoint.load_for_inference(str(killed))
+    runs.load_for_inference(str(killed))
   out = tmp_path / "backbone"
   proc = subprocess.run([sys.executable, "-m", "tip_jax.cli.export_backbone", str(killed),
                          str(out)], env=subprocess_env(1), capture_output=True, text=True,
@@ -91,7 +91,7 @@ def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
   cut_array_data(killed / "checkpoints" / "4")
   with pytest.raises(CheckpointError, match=rf"^checkpoint step 4 in {killed}/checkpoints "
                      r"cannot be read: ema_params/ array \S+ \(OUT_OF_RANGE: "):
-    checkpoint.load_pretrained_backbone(str(killed))
+    runs.load_pretrained_backbone(str(killed))
   redone = trainer.train(prior_config("vae", total_steps=4), str(killed))
   a, b = params_of(straight), params_of(redone)
   assert all(np.array_equal(a[k], b[k]) for k in a), max_diff(a, b)
@@ -116,7 +116,7 @@ def test_unet_pretraining_samples_and_exports_a_backbone_tip_reads(tmp_path):
   report = export_backbone(str(workdir), str(out))
   assert report["task"] == "unet" and report["prediction_type"] == "v_prediction"
   exported = load_backbone(str(out))
-  random = checkpoint.load_pretrained_backbone(str(workdir)).backbone
+  random = runs.load_pretrained_backbone(str(workdir)).backbone
   assert exported.prediction_type == "v_prediction"
   ema, got = flatten_dict(jax.device_get(state.ema_params)), flatten_dict(exported.unet.params)
   assert all(np.array_equal(ema[k], got[k]) for k in ema)

@@ -19,7 +19,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from tip_jax.errors import ConfigError
-from tip_jax.experiment import checkpoint
+from tip_jax.experiment import checkpoint, runs
 from tip_jax.experiment import setup as setup_lib
 from tip_jax.experiment import state as state_lib
 from tip_jax.experiment.config import load_config
@@ -97,7 +97,7 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
   assert checkpoint.is_complete(str(killed))
   items = {p.name for p in (killed / "checkpoints" / "6").iterdir() if p.is_dir()}
   assert items == {"params", "ema_params", "opt_state", "data", "config"}
-  trained = checkpoint.load_for_inference(str(killed))
+  trained = runs.load_for_inference(str(killed))
   assert trained.step == 6 and trained.resolution == 32
   ema = flatten_dict(jax.device_get(resumed.ema_params))
   got = flatten_dict(trained.controlnet_params)

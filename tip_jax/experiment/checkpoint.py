@@ -13,8 +13,8 @@ The frozen backbone is referenced by the config (`model.backbone` folder, or a r
 backbone that is a function of the seed), never re-saved. After the final save the
 trainer writes `checkpoints/train_complete` holding the last step; `checkpoints()`
 is how an evaluator follows a running trainer and knows when to stop.
-`load_for_inference` reads a TIP run for restoring, `load_pretrained_backbone` a
-pretraining run and `load_estimator` an estimator run for `tip-export-backbone`.
+`open_read_only` opens a finished or running run's checkpoints for reading; the readers
+that rebuild a run's models from them are in `runs`.
 
 Faults (README "When things go wrong"): every job reads through `read_newest`, which
 names the step and the file that cannot be read, and falls back to an older step (the
@@ -30,7 +30,6 @@ been released with it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -45,17 +44,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from tip_jax.degrade import DegradeConfig
 from tip_jax.errors import CheckpointError
 from tip_jax.experiment import checkpoint_files as files
-from tip_jax.experiment import components as components_lib
 from tip_jax.experiment import distributed
 from tip_jax.experiment import sharding
 from tip_jax.experiment import state as state_lib
-from tip_jax.experiment import tasks as tasks_lib
 from tip_jax.models import params as params_lib
-from tip_jax.models.backbone import Backbone
-from tip_jax.models.controlnet import ControlNetModel
 
 ITEMS = ("params", "ema_params", "opt_state", "data", "config")
 COMPLETE = "train_complete"
@@ -284,19 +278,6 @@ def checkpoints(workdir: str, after_step: int | None = None, poll_s: float = 30.
       time.sleep(poll_s)
 
 
-@dataclasses.dataclass
-class Trained:
-  """What inference needs from a training run."""
-
-  config: ml_collections.ConfigDict
-  step: int
-  backbone: Backbone
-  controlnet: ControlNetModel
-  controlnet_params: dict
-  resolution: int
-  degrade_config: DegradeConfig
-
-
 def _checkpoint_root(path: str) -> tuple[str, int | None]:
   """A workdir, its `checkpoints` folder, or a step folder → (root, step or None)."""
   p = epath.Path(path)
@@ -330,7 +311,7 @@ def load_params(mngr: ocp.CheckpointManager, step: int, module: nn.Module,
       item: ocp.args.StandardRestore(sharding.abstract(shapes, shardings))}))[item]
 
 
-def _open(path: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
+def open_read_only(path: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
   """The read-only manager of a run's checkpoints and the step to read (default: latest)."""
   root, named_step = _checkpoint_root(path)
   step = named_step if step is None else step
@@ -343,95 +324,3 @@ def _open(path: str, step: int | None) -> tuple[ocp.CheckpointManager, int]:
   if step not in steps:
     raise CheckpointError(f"{path}: no checkpoint for step {step} (have {sorted(steps)})")
   return mngr, int(step)
-
-
-def _read_run(path: str, step: int | None, use_ema: bool, tasks: tuple[str, ...],
-              refusal: Callable[[str], str], backbone: str | None = None
-              ) -> tuple[ml_collections.ConfigDict, int, components_lib.Components, dict]:
-  """The config, step, components and trained params (EMA or not) of a run whose
-  `config.task` is one of `tasks`; `CheckpointError` with one line otherwise
-  (`refusal` of the run's task) or when a file cannot be read (named, through
-  `read_newest`). `backbone` replaces the folder the config names."""
-  mngr, step = _open(path, step)
-  item = "ema_params" if use_ema else "params"
-
-  def read(s: int) -> tuple[ml_collections.ConfigDict, components_lib.Components, dict]:
-    config = read_config(mngr, s)
-    if config.task not in tasks:
-      raise CheckpointError(f"{path}: {refusal(config.task)}")
-    if backbone is not None:
-      config.model.backbone = backbone
-    comps = components_lib.build(config)
-    return config, comps, load_params(mngr, s, tasks_lib.trained_module(config, comps), item)
-
-  try:
-    _, (config, comps, params) = read_newest(mngr, read, [step], ("config", item),
-                                             fall_back=False)
-  finally:
-    mngr.close()
-  return config, step, comps, params
-
-
-def run_config(path: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, int]:
-  """The config and step (default: the latest) of a run's checkpoint."""
-  mngr, step = _open(path, step)
-  try:
-    _, config = read_newest(mngr, lambda s: read_config(mngr, s), [step], ("config",),
-                            fall_back=False)
-  finally:
-    mngr.close()
-  return config, step
-
-
-def load_estimator(path: str, step: int | None = None, use_ema: bool = True
-                   ) -> tuple[ml_collections.ConfigDict, int, dict]:
-  """(config, step, params) of an estimator run (`config.task` estimator; EMA params by
-  default). Raises `CheckpointError` with one line for anything else, or a checkpoint
-  file that cannot be read."""
-  config, step, _, params = _read_run(
-      path, step, use_ema, ("estimator",),
-      lambda task: f"a {task} run, not a degradation estimator run (configs/estimator.py)")
-  return config, step, params
-
-
-@dataclasses.dataclass
-class Pretrained:
-  """What a backbone pretraining run produced."""
-
-  config: ml_collections.ConfigDict
-  step: int
-  backbone: Backbone   # the config's backbone with the trained part's params
-
-
-def load_pretrained_backbone(path: str, step: int | None = None, use_ema: bool = True
-                             ) -> Pretrained:
-  """A pretraining run's backbone (`config.task` vae | unet): the one its config names,
-  with the trained part's params (EMA by default, float32) from the checkpoint. Raises
-  `CheckpointError` with one line for anything that is not such a run, or a checkpoint
-  file that cannot be read."""
-  config, step, comps, params = _read_run(
-      path, step, use_ema, ("vae", "unet"),
-      lambda task: f"a {task} run, not a backbone pretraining run (configs/prior.py)")
-  backbone = comps.backbone
-  return Pretrained(config, step, backbone.with_params({**backbone.params, config.task: params}))
-
-
-def load_for_inference(path: str, step: int | None = None, use_ema: bool = True,
-                       backbone: str | None = None) -> Trained:
-  """A trained TIP (EMA params by default) with its backbone, on the default device.
-
-  Reads the config and one params item: no optimizer state. `backbone` overrides the
-  folder the config names, for checkpoints moved between machines. Raises
-  `CheckpointError` with one line for anything that is not such a run, or a checkpoint
-  file that cannot be read.
-  """
-  def refusal(task: str) -> str:
-    kind, made = (("pretraining run", "a backbone folder") if task in ("vae", "unet")
-                  else ("run", "an estimator folder"))
-    return f"a {task} {kind}, not a TIP one (tip-export-backbone turns it into {made})"
-
-  config, step, comps, params = _read_run(path, step, use_ema, ("tip",), refusal, backbone)
-  return Trained(config=config, step=int(step), backbone=comps.backbone,
-                 controlnet=comps.controlnet, controlnet_params=params,
-                 resolution=int(config.data.resolution),
-                 degrade_config=components_lib.degrade_config(config))

@@ -33,7 +33,7 @@ from tip_jax.data import pipeline as data_lib
 from tip_jax.data.config import DataConfig
 from tip_jax.errors import ConfigError
 from tip_jax.estimate.estimator import Estimator
-from tip_jax.experiment import checkpoint as ckpt_lib
+from tip_jax.experiment import runs
 from tip_jax.experiment import components as components_lib
 from tip_jax.experiment import estimator as estimator_lib
 from tip_jax.models import params as params_lib
@@ -73,7 +73,7 @@ def export_backbone(workdir: str, out: str, *, step: int | None = None, use_ema:
                     scale_images: int = 64, dtype: str = "float32") -> dict:
   """Writes the run's backbone to `out` (see the module docstring); returns what was
   exported: task, step and the VAE's scaling factor."""
-  run = ckpt_lib.load_pretrained_backbone(workdir, step, use_ema)
+  run = runs.load_pretrained_backbone(workdir, step, use_ema)
   backbone = run.backbone
   if run.config.task == "vae":
     scale = latent_scaling_factor(backbone, run.config, scale_images)
@@ -91,7 +91,7 @@ def export_estimator(workdir: str, out: str, *, step: int | None = None,
                      use_ema: bool = True) -> dict:
   """Writes an estimator run's params and spec to `out` (`Estimator.save`); returns what
   was exported: task, step, folder and parameter count."""
-  config, step, params = ckpt_lib.load_estimator(workdir, step, use_ema)
+  config, step, params = runs.load_estimator(workdir, step, use_ema)
   spec = estimator_lib.spec(config, components_lib.degrade_config(config), step=step)
   Estimator(params, spec).save(out)
   return {"task": "estimator", "step": step, "out": os.path.abspath(out),
@@ -102,7 +102,7 @@ def export(workdir: str, out: str, *, step: int | None = None, use_ema: bool = T
            scale_images: int = 64, dtype: str = "float32") -> dict:
   """`export_estimator` or `export_backbone`, as the run's task says. `dtype` is the
   backbone folder's; the estimator (2.5 MB) is always written in float32."""
-  config, _ = ckpt_lib.run_config(workdir, step)
+  config, _ = runs.run_config(workdir, step)
   if config.task == "estimator":
     if dtype != "float32":
       raise ConfigError(f"dtype={dtype}: an estimator run is exported in float32 only")
