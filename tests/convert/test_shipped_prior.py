@@ -1,6 +1,7 @@
 """The prior shipped in the package (`model.backbone=embedded`): small, loads as the
 `mini` geometry, and diffusers / transformers read it as our models."""
 
+import dataclasses
 import os
 
 import jax
@@ -36,7 +37,9 @@ def test_it_is_small_and_has_the_mini_geometry(prior):
   size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(FOLDER) for f in fs)
   assert size < 20 * 2**20, size
   unet, vae, text = geometry("mini").configs()
-  assert prior.unet.module.config == unet
+  # configs/prior.py:unet trains it as a v-prediction model (README says why)
+  assert prior.prediction_type == "v_prediction"
+  assert prior.unet.module.config == dataclasses.replace(unet, prediction_type="v_prediction")
   assert prior.text_encoder.module.config == text
   assert prior.vae.module.config.block_out_channels == vae.block_out_channels
   assert prior.vae.module.config.downsample_factor == 4

@@ -95,11 +95,12 @@ class SampleGrids(_Grid):
                                 uses_semantic=bool(use.semantic),
                                 uses_restoration=bool(use.restoration))
     self.steps = config.sample_steps
+    self.guidance = float(config.evals.guidance)  # as the run is scored
 
   def render(self, params: Any) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
     restored = self.restorer.with_params(params).restore_batch(
-        self.degraded, self.semantic, self.restoration, steps=self.steps, seed=0,
-        upsample=False)
+        self.degraded, self.semantic, self.restoration, steps=self.steps,
+        guidance=self.guidance, seed=0, upsample=False)
     tiles, labels = [], []
     for i, (sem, res) in enumerate(zip(self.semantic, self.restoration)):
       tiles += [self.degraded[i] / 255, restored[i] / 255, self.clean[i]]
