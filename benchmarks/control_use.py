@@ -25,7 +25,9 @@ latent and from the clean latent noised to t_start, the last also with the prior
 (`prior_from_clean`: the floor any ControlNet that leaves the last steps to the prior
 inherits), against the VAE's own
 reconstruction of the clean crops (the ceiling of any latent model), of the input (what
-copying the input's latent gives) and the input itself.
+copying the input's latent gives), of the clean latents plus Gaussian noise of mean
+square `LATENT_NOISE` (`vae_latent_noise`: how much a latent error of that size costs
+through this decoder) and the input itself.
 Prints one JSON object.
 """
 
@@ -56,6 +58,11 @@ def _psnr(a: jax.Array, b: jax.Array) -> float:
   return float(np.mean(values[np.isfinite(values)]))
 
 
+# The mean square of the noise added to the clean latents for `vae_latent_noise`: about
+# what a small prior leaves at t = 50 (README, "Pretraining a backbone").
+LATENT_NOISE = 0.03
+
+
 def epsilon(prediction: jax.Array, zt: jax.Array, alpha_bar: jax.Array,
             prediction_type: str) -> jax.Array:
   """The ε a denoiser's output implies: itself, or from v = √ᾱ·ε − √(1−ᾱ)·x0 and
@@ -68,10 +75,11 @@ def epsilon(prediction: jax.Array, zt: jax.Array, alpha_bar: jax.Array,
 def measure(workdir: str, set_path: str = "", count: int = 48,
             timesteps: tuple[int, ...] = (50, 200, 400, 600, 800, 900, 950, 999),
             sample_steps: int = 20, starts: tuple[int, ...] = (999, 900, 800, 600),
-            seed: int = 0) -> dict:
+            seed: int = 0, backbone: str | None = None) -> dict:
   """The module docstring's figures for a TIP run on a benchmark set (default: the
-  embedded held-out set A at the run's resolution, built in a temporary folder)."""
-  run = load_for_inference(workdir)
+  embedded held-out set A at the run's resolution, built in a temporary folder);
+  `backbone` replaces the folder the run's config names."""
+  run = load_for_inference(workdir, backbone=backbone)
   if not set_path:
     with tempfile.TemporaryDirectory() as folder:
       built = sets.ensure_embedded(folder, size=run.resolution, count=count, seed=seed)
@@ -144,8 +152,11 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
     return round(_psnr(image(z), gt), 2)
 
   started = time.time()
+  latent_noise = jax.random.normal(jax.random.key(seed + 1), z0.shape)
   sampling = {"input": round(_psnr(y, gt), 2), "vae_reconstruction": round(_psnr(image(z0), gt), 2),
               "vae_of_input": round(_psnr(image(z_input), gt), 2),
+              "vae_latent_noise": round(_psnr(image(z0 + np.sqrt(LATENT_NOISE) * latent_noise),
+                                              gt), 2),
               "ddim_from_noise": ddim(schedule.num_train_timesteps - 1, None)}
   for start in starts:
     sampling[f"ddim_from_noise_t{start}"] = ddim(start, None)
@@ -167,11 +178,13 @@ def main() -> None:
   parser.add_argument("--sample_steps", type=int, default=20)
   parser.add_argument("--starts", default="999,900,800,600", help="DDIM start timesteps")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--backbone", default=None, help="a backbone folder in place of the "
+                      "one the run's config names (e.g. an earlier version of the prior)")
   args = parser.parse_args()
   from forward import machine  # benchmarks/ is on the path when this runs as a script
   ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
   result = measure(args.workdir, args.set, args.count, ints(args.timesteps),
-                   args.sample_steps, ints(args.starts), args.seed)
+                   args.sample_steps, ints(args.starts), args.seed, args.backbone)
   print(json.dumps({"workdir": args.workdir, **result, "config": vars(args),
                     "machine": machine()}))
 

@@ -29,7 +29,7 @@ def test_control_use_reports_every_row_at_every_timestep(tiny_checkpoint):  # no
   assert all(result["eps_mse"][t]["copy_input"] < result["eps_mse"][t]["trivial"]
              for t in (500, 999))
   assert set(result["psnr"]) == {"input", "vae_reconstruction", "vae_of_input",
-                                 "ddim_from_noise", "ddim_from_noise_t600",
+                                 "vae_latent_noise", "ddim_from_noise", "ddim_from_noise_t600",
                                  "ddim_from_input_t600", "ddim_from_clean_t600",
                                  "prior_from_clean_t600"}
   assert all(np.isfinite(v) for v in result["psnr"].values())
