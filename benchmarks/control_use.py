@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tip_jax.diffusion.schedules import add_noise
+from tip_jax.diffusion.schedules import add_noise, predicted_noise
 from tip_jax.eval import sets
 from tip_jax.eval.sets import EvalSet
 from tip_jax.experiment.runs import load_for_inference
@@ -61,15 +61,6 @@ def _psnr(a: jax.Array, b: jax.Array) -> float:
 # The mean square of the noise added to the clean latents for `vae_latent_noise`: about
 # what a small prior leaves at t = 50 (README, "Pretraining a backbone").
 LATENT_NOISE = 0.03
-
-
-def epsilon(prediction: jax.Array, zt: jax.Array, alpha_bar: jax.Array,
-            prediction_type: str) -> jax.Array:
-  """The ε a denoiser's output implies: itself, or from v = √ᾱ·ε − √(1−ᾱ)·x0 and
-  z_t = √ᾱ·x0 + √(1−ᾱ)·ε, ε = √(1−ᾱ)·z_t + √ᾱ·v."""
-  if prediction_type == "epsilon":
-    return prediction
-  return jnp.sqrt(1 - alpha_bar) * zt + jnp.sqrt(alpha_bar) * prediction
 
 
 def measure(workdir: str, set_path: str = "", count: int = 48,
@@ -121,7 +112,7 @@ def _measure(run, eval_set: EvalSet, count: int, timesteps: tuple[int, ...],
     control = controlnet.apply({"params": run.controlnet_params}, zt, tt, e_r, hint)
     control = jax.tree.map(lambda c: c * on, control)
     out = tip.denoise(unet, unet_params, zt, tt, e_s, control, fusion)
-    return epsilon(out, zt, jnp.asarray(schedule.alphas_cumprod)[t], bb.prediction_type)
+    return predicted_noise(schedule, out, zt, tt, bb.prediction_type)
 
   shuffled = jnp.roll(y, 1, axis=0)
   table = {}

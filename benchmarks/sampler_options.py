@@ -25,15 +25,17 @@ import time
 import numpy as np
 
 from tip_jax.eval import scoring, sets
+from tip_jax.eval.evaluator import Mode
 from tip_jax.eval.sets import EvalSet
-from tip_jax.restore import BLIND_PROMPT, TIPRestorer
+from tip_jax.restore import TIPRestorer
 
 DEFAULT_VARIANTS = (
     {"guidance": 4.0}, {"guidance": 1.0}, {"guidance": 1.0, "mode": "blind"},
     {"guidance": 1.0, "color_fix": "wavelet"},
     {"guidance": 1.0, "strength": 0.3}, {"guidance": 1.0, "strength": 0.3, "color_fix": "wavelet"},
 )
-MODES = ("full", "blind")
+# The tiny config's two scored prompt modes, as the evaluator reads them.
+MODES = {"full": Mode("full", "caption", "values"), "blind": Mode("blind", "", "blind")}
 
 
 def _score(scorer: scoring.Scorer, images, gt) -> dict[str, float]:
@@ -47,7 +49,7 @@ def measure(workdir: str, variants=DEFAULT_VARIANTS, count: int = 48, steps: int
   """{set: {"input": scores, "variants": [variant + scores, ...]}} for a TIP run."""
   for v in variants:
     if v.get("mode", "full") not in MODES:
-      raise ValueError(f"variant {v}: mode must be one of {MODES}")
+      raise ValueError(f"variant {v}: mode must be one of {tuple(MODES)}")
   restorer = TIPRestorer.from_checkpoint(workdir)
   scorer = scoring.Scorer.load("psnr,ssim,lpips")
   out = {}
@@ -61,22 +63,21 @@ def measure(workdir: str, variants=DEFAULT_VARIANTS, count: int = 48, steps: int
 def _measure_set(restorer: TIPRestorer, scorer: scoring.Scorer, eval_set: EvalSet,
                  variants, steps: int, batch: int) -> dict:
   batches = list(eval_set.batches(batch))
-  inputs = [b.inputs for b in batches]
   gt = [b.gt for b in batches]
-  result = {"input": _score(scorer, np.concatenate(inputs), np.concatenate(gt)),
+  result = {"input": _score(scorer, np.concatenate([b.inputs for b in batches]),
+                            np.concatenate(gt)),
             "variants": []}
   for variant in variants:
     options = {k: v for k, v in variant.items() if k != "mode"}
-    full = variant.get("mode", "full") == "full"
+    mode = MODES[variant.get("mode", "full")]
     started, restored = time.time(), []
     for b in batches:
-      n = len(b.ids)
-      restored.append(restorer.restore_batch(
-          b.inputs, list(b.captions) if full else [""] * n,
-          list(b.restoration) if full else [BLIND_PROMPT] * n, steps=steps,
-          seed=list(range(n)), upsample=False, **options))
+      semantic, restoration = mode.prompts(b)
+      restored.append(restorer.restore_batch(b.inputs, semantic, restoration, steps=steps,
+                                             seed=list(range(len(b.ids))), upsample=False,
+                                             **options))
     scores = _score(scorer, np.concatenate(restored), np.concatenate(gt))
-    result["variants"].append({"mode": "full" if full else "blind", **options, **scores,
+    result["variants"].append({"mode": mode.name, **options, **scores,
                                "seconds": round(time.time() - started, 1)})
   return result
 

@@ -2,13 +2,11 @@
 and the ControlNet with the true, another and the clean image, and the sampler's PSNRs,
 on the embedded held-out set built on the fly."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import control_use
 from tests.fixtures.checkpoint import tiny_checkpoint  # noqa: F401  (a fixture)
-from tip_jax.diffusion.schedules import Schedule, add_noise, training_target
+from tip_jax.diffusion.schedules import Schedule
 
 
 def test_control_use_reports_every_row_at_every_timestep(tiny_checkpoint):  # noqa: F811
@@ -34,15 +32,3 @@ def test_control_use_reports_every_row_at_every_timestep(tiny_checkpoint):  # no
                                  "prior_from_clean_t600"}
   assert all(np.isfinite(v) for v in result["psnr"].values())
 
-
-def test_a_v_prediction_output_is_read_as_its_epsilon():
-  schedule = Schedule.sd()
-  z0 = jax.random.normal(jax.random.key(0), (2, 4, 4, 4))
-  noise = jax.random.normal(jax.random.key(1), (2, 4, 4, 4))
-  for t in (10, 500, 999):
-    tt = jnp.full((2,), t)
-    zt = add_noise(schedule, z0, noise, tt)
-    v = training_target(schedule, z0, noise, tt, "v_prediction")
-    a = jnp.asarray(schedule.alphas_cumprod)[t]
-    assert float(jnp.abs(control_use.epsilon(v, zt, a, "v_prediction") - noise).max()) < 1e-5
-    assert control_use.epsilon(noise, zt, a, "epsilon") is noise

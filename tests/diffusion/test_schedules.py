@@ -59,3 +59,18 @@ def test_bad_configs_are_refused():
     Schedule.from_config({"prediction_type": "flow"})
   with pytest.raises(ValueError, match="steps"):
     schedules.inference_timesteps(Schedule.sd(), 0, "leading")
+
+
+def test_a_v_prediction_output_is_read_as_its_epsilon():
+  schedule = Schedule.sd()
+  z0 = jax.random.normal(jax.random.key(0), (2, 4, 4, 4))
+  noise = jax.random.normal(jax.random.key(1), (2, 4, 4, 4))
+  for t in (10, 500, 999):
+    tt = np.full((2,), t)
+    zt = schedules.add_noise(schedule, z0, noise, tt)
+    v = schedules.training_target(schedule, z0, noise, tt, "v_prediction")
+    eps = schedules.predicted_noise(schedule, v, zt, tt, "v_prediction")
+    assert float(np.abs(np.asarray(eps) - np.asarray(noise)).max()) < 1e-5
+    assert schedules.predicted_noise(schedule, noise, zt, tt, "epsilon") is noise
+  with pytest.raises(ValueError, match="sample"):
+    schedules.predicted_noise(schedule, noise, zt, tt, "sample")

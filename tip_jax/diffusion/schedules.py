@@ -107,6 +107,20 @@ def training_target(schedule: Schedule, z0: Array, noise: Array, t: Array,
   raise ValueError(f"prediction_type {prediction_type!r} is not one of {PREDICTION_TYPES}")
 
 
+def predicted_noise(schedule: Schedule, prediction: Array, z_t: Array, t: Array,
+                    prediction_type: str | None = None) -> Array:
+  """The ε a denoiser's output implies at z_t: itself, or from v (`training_target`'s)
+  ε = sqrt(1-ᾱ_t)·z_t + sqrt(ᾱ_t)·v."""
+  prediction_type = prediction_type or schedule.prediction_type
+  if prediction_type == "epsilon":
+    return prediction
+  if prediction_type == "v_prediction":
+    a, s = _at(schedule, t, z_t)
+    return s * z_t + a * prediction
+  raise ValueError(f"prediction_type {prediction_type!r}: ε is read from epsilon and "
+                   "v_prediction outputs")
+
+
 def inference_timesteps(schedule: Schedule, steps: int, spacing: str,
                         drop_endpoint: bool = False) -> np.ndarray:
   """The `steps` training timesteps a sampler visits, descending (int64, host-side).

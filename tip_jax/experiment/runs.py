@@ -57,7 +57,7 @@ def _read_run(path: str, step: int | None, use_ema: bool, tasks: tuple[str, ...]
 
   try:
     _, (config, comps, params) = ckpt.read_newest(mngr, read, [step], ("config", item),
-                                             fall_back=False)
+                                                  fall_back=False)
   finally:
     mngr.close()
   return config, step, comps, params
@@ -67,8 +67,8 @@ def run_config(path: str, step: int | None = None) -> tuple[ml_collections.Confi
   """The config and step (default: the latest) of a run's checkpoint."""
   mngr, step = ckpt.open_read_only(path, step)
   try:
-    _, config = ckpt.read_newest(mngr, lambda s: ckpt.read_config(mngr, s), [step], ("config",),
-                            fall_back=False)
+    _, config = ckpt.read_newest(mngr, lambda s: ckpt.read_config(mngr, s), [step],
+                                 ("config",), fall_back=False)
   finally:
     mngr.close()
   return config, step
