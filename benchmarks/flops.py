@@ -30,7 +30,7 @@ and subtracted:
 The remainder (ours minus the extras) is compared with the reference's total.
 
 Sampling step: one DDIM step with classifier-free guidance (two model rows per image),
-batch 1: `restore.sample_latents` vs `sample.reference_denoise` (diffusers' ControlNet
+batch 1: `sampling.sample_latents` vs `sample.reference_denoise` (diffusers' ControlNet
 pipeline). Ours runs the ControlNet once for both rows, which share its inputs (z_t, t,
 c_r, y); diffusers gives each row its own prompt, so it runs it twice. The extras are E'
 concatenated and the modulation, forward only. Also the cost of a step within a run (two
@@ -57,7 +57,7 @@ from forward import machine, to_torch  # first: it makes torchvision importable
 from sample import reference_denoise
 from train_step import build_experiment, build_reference, reduced, reference_models
 
-from tip_jax import restore
+from tip_jax import sampling
 from tip_jax.diffusion import samplers
 from tip_jax.experiment import loss as loss_lib
 from tip_jax.experiment import state as state_lib
@@ -135,12 +135,12 @@ def ours_train(exp, config, state, batch, train_step) -> dict:
 
 
 def ours_sample(exp, size: int) -> dict:
-  """Guided DDIM steps of `restore.sample_latents`, batch 1: one step per ControlNet kind,
+  """Guided DDIM steps of `sampling.sample_latents`, batch 1: one step per ControlNet kind,
   and two steps of TIP's (XLA hoists the loop-invariant E'(y) out of the step loop)."""
   backbone = exp.components.backbone
   unet = backbone.unet.module
   lat = size // 8
-  layout = restore.Layout((lat, lat), None, cfg=True, restoration_cfg=False)
+  layout = sampling.Layout((lat, lat), None, cfg=True, restoration_cfg=False)
   shape = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
   emb = shape(1, layout.rows, 77, backbone.text_encoder.module.config.hidden_size)
 
@@ -148,7 +148,7 @@ def ours_sample(exp, size: int) -> dict:
     cn, _ = variant(exp, kind)
     params = {"unet": exp.frozen["unet"], "controlnet": params_lib.param_shapes(cn)}
     plan = samplers.make_plan(backbone.schedule(), steps, "ddim")
-    compiled = restore.sample_latents.lower(
+    compiled = sampling.sample_latents.lower(
         params, shape(1, lat, lat, unet.config.in_channels), shape(1, size, size, 3), emb, emb,
         plan, shape(3), unet=unet, controlnet=cn, layout=layout).compile()
     return hlo_flops.total(hlo_flops.matmul_ops(compiled.as_text())) / GIGA

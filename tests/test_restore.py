@@ -16,6 +16,7 @@ from tip_jax.errors import CheckpointError, PromptError
 from tip_jax.estimate import estimator as estimator_lib
 from tip_jax.diffusion import colorfix
 from tip_jax import restore as restore_lib
+from tip_jax import sampling
 from tip_jax.models import tip
 from tip_jax.restore import TIPRestorer
 
@@ -104,7 +105,7 @@ def test_guidance_combines_the_rows(restorer, restoration_cfg):
   @jax.jit
   def both(params):
     consts = (params, 500, semantic[None], restoration[None], jnp.asarray([w, w_r, control]))
-    guided = restore_lib._guided(unet, counting, call)(consts, x, y)
+    guided = sampling._guided(unet, counting, call)(consts, x, y)
     n = call.rows
     rows = tip.predict(unet, restorer.controlnet, params["unet"], params["controlnet"],
                        jnp.repeat(x, n, 0), jnp.full((n,), 500), semantic, restoration,

@@ -1,23 +1,14 @@
-"""Restoring images with a trained TIP: pure sampling programs and `TIPRestorer`.
+"""Restoring images with a trained TIP: `TIPRestorer`, the image handling around the
+programs of `tip_jax.sampling`.
 
     restorer = TIPRestorer.from_checkpoint("workdir")
     out = restorer.restore(image, "a zebra", "Deblur with sigma 3.0;", steps=50, seed=0)
     outs = restorer.restore_batch(images, ["a zebra"] * 4, ["Deblur with sigma 3.0;"] * 4)
     out = restorer.restore(image, restoration_prompt="auto")   # estimated from the image
 
-The programs (`sample_latents`, `decode`, `encode`, `encode_text`) are module-level
-pure functions of params and arrays, jitted with the models and the `Layout` (sizes,
-tiles, guidance rows) as static arguments: every restorer with the same models (the
-trainer's sample grids at each checkpoint, an evaluator walking a run's checkpoints)
-shares one compile cache. One restore = text encoding, one sampling program (every
-step inside a `lax.scan`, guidance inside the step) and one VAE decode, for a whole
-batch of same-size images at once.
-
-Images are padded (reflected) to the UNet's grid and cropped back. Above the model's
-resolution the latent is tiled: at every step each overlapping tile is denoised on its
-own and the outputs are blended into one latent (`tip_jax.diffusion.tiling`), and the
-VAE decodes (and encodes) tile by tile, so activation memory is set by the tile, not the
-image. Tiles can be spread over devices. Same inputs and seed, same image.
+Prompts become CLIP states, images are padded (reflected) to the UNet's grid and cropped
+back, "Upsample to" prompts resize their input as training did, and images above the
+model's resolution are tiled (the `Layout`). Same inputs and seed, same image.
 
 The restoration prompt "auto" is written from the image by the degradation estimator
 (`tip_jax.estimate`; the one installed with tip_jax unless `estimator` is set).
@@ -26,11 +17,9 @@ The restoration prompt "auto" is written from the image by the degradation estim
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,10 +32,10 @@ from tip_jax.estimate import Estimate, Estimator
 from tip_jax.estimate import load as load_estimator
 from tip_jax.experiment.sharding import leading_shards
 from tip_jax.image_io import as_rgb
-from tip_jax.models import tip
 from tip_jax.models.backbone import Backbone
 from tip_jax.models.controlnet import ControlNetModel
 from tip_jax.models.tokenizer import tokenize
+from tip_jax.sampling import Layout, decode, encode, encode_text, sample_latents
 
 Array = jax.Array
 DEFAULT_GUIDANCE = 4.0
@@ -60,116 +49,9 @@ def is_auto(text: str) -> bool:
   return text.strip().lower() == AUTO
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
-  """The static shape of one restore call: what a compiled program depends on."""
-
-  latent: tuple[int, int]
-  tiles: tiling.Tiles | None      # latent tiles; None = the whole latent at once
-  cfg: bool                       # an unconditional-semantic row for guidance
-  restoration_cfg: bool           # a null-restoration row for restoration guidance
-  devices: int | None = None      # spread tiles over this many devices
-  tile_batch: int | None = None   # tiles denoised together (vmapped) per device
-  factor: int = 8                 # pixels per latent along a side (the VAE's downsampling)
-
-  @property
-  def rows(self) -> int:
-    """Model rows per image: (c_s, c_r), then (∅, c_r) with cfg, (c_s, "") with
-    restoration cfg."""
-    return 1 + self.cfg + self.restoration_cfg
-
-  @property
-  def control_rows(self) -> tuple[int, ...]:
-    """Each model row's ControlNet row. The ControlNet sees (z_t, t, c_r, y) only, so the
-    unconditional-semantic row (∅, c_r) has row 0's inputs and takes row 0's output;
-    (c_s, "") has its own."""
-    return (0,) * (1 + self.cfg) + (1,) * self.restoration_cfg
-
-
-def _guided(unet: nn.Module, controlnet: ControlNetModel, layout: Layout):
-  """guided(consts, x, y): the guided model output for latents (or latent tiles) x of a
-  batch and their images y; consts = (params, t, semantic, restoration, scales) with
-  (B, rows, L, D) prompt states. The ControlNet runs on the distinct `control_rows` only."""
-  take = np.asarray(layout.control_rows)
-  first = np.unique(take, return_index=True)[1]  # the model row each ControlNet row has
-  n = len(first)
-
-  def guided(consts, x, y):
-    params, t, semantic, restoration, scales = consts
-    batch, rows = semantic.shape[:2]
-    flat = lambda e: e.reshape((-1,) + e.shape[2:])  # noqa: E731
-    control = controlnet.apply({"params": params["controlnet"]}, jnp.repeat(x, n, 0),
-                               jnp.full((batch * n,), t), flat(restoration[:, first]),
-                               jnp.repeat(y, n, 0))
-    control = jax.tree.map(lambda c: flat(c.reshape((batch, n) + c.shape[1:])[:, take]),
-                           control)
-    out = tip.denoise(unet, params["unet"], jnp.repeat(x, rows, 0),
-                      jnp.full((batch * rows,), t), flat(semantic), control,
-                      controlnet.config.fusion, scales[2])
-    out = out.reshape((batch, rows) + out.shape[1:])
-    m = out[:, 0]
-    if layout.cfg:
-      m = out[:, 1] + scales[0] * (out[:, 0] - out[:, 1])
-    if layout.restoration_cfg:
-      m = m + (scales[1] - 1) * (out[:, 0] - out[:, -1])
-    return m
-
-  return guided
-
-
-@functools.partial(jax.jit, static_argnames=("unet", "controlnet", "layout"))
-def sample_latents(params: dict, start: Array, degraded: Array, semantic: Array,
-                   restoration: Array, plan: samplers.Plan, scales: Array, *,
-                   unet: nn.Module, controlnet: ControlNetModel, layout: Layout) -> Array:
-  """The whole sampling loop for a batch: start (B, h, w, C) latents, degraded (B, fh, fw, 3)
-  in [-1, 1], prompt states (B, rows, L, D), scales = (guidance, restoration guidance,
-  control scale); params = {"unet", "controlnet"} → (B, h, w, C) final latents."""
-  guided = _guided(unet, controlnet, layout)
-  mesh = tiling.tile_mesh(layout.devices)
-  y_tiles = layout.tiles.scaled(layout.factor).split(degraded) if layout.tiles else None
-
-  def denoise(x, t):
-    consts = (params, t, semantic, restoration, scales)
-    if layout.tiles is None:
-      return guided(consts, x, degraded)
-    outs = tiling.map_tiles(lambda c, xy: guided(c, *xy), consts,
-                            (layout.tiles.split(x), y_tiles), mesh, layout.tile_batch)
-    return layout.tiles.merge(outs)
-
-  return samplers.sample(denoise, start, plan)
-
-
-@functools.partial(jax.jit, static_argnames=("vae", "layout"))
-def decode(vae_params: dict, latent: Array, *, vae: nn.Module, layout: Layout) -> Array:
-  """Scaled latents → images in [-1, 1] (tile by tile above the model's resolution)."""
-  z = vae.config.unscale(latent)
-  run = lambda p, x: vae.apply({"params": p}, x, method="decode")  # noqa: E731
-  if layout.tiles is None:
-    return run(vae_params, z)
-  outs = tiling.map_tiles(run, vae_params, layout.tiles.split(z))
-  return layout.tiles.scaled(layout.factor).merge(outs)
-
-
-@functools.partial(jax.jit, static_argnames=("vae", "layout"))
-def encode(vae_params: dict, images: Array, *, vae: nn.Module, layout: Layout) -> Array:
-  """Images in [-1, 1] → scaled latents (the posterior mean)."""
-  run = lambda p, x: vae.apply({"params": p}, x, method="encode")[0]  # noqa: E731
-  if layout.tiles is None:
-    mean = run(vae_params, images)
-  else:
-    outs = tiling.map_tiles(run, vae_params, layout.tiles.scaled(layout.factor).split(images))
-    mean = layout.tiles.merge(outs)
-  return vae.config.scale(mean)
-
-
-@functools.partial(jax.jit, static_argnames=("text_encoder",))
-def encode_text(params: dict, ids: Array, *, text_encoder: nn.Module) -> Array:
-  return text_encoder.apply({"params": params}, ids)
-
-
 class TIPRestorer:
   """Frozen backbone + trained ControlNet/fusion params, and the image handling around
-  the programs above (prompts, padding, resizing, colour fix)."""
+  the programs of `tip_jax.sampling` (prompts, padding, resizing, colour fix)."""
 
   def __init__(self, backbone: Backbone, controlnet: ControlNetModel, controlnet_params: dict,
                *, resolution: int, degrade_config: DegradeConfig | None = None,

@@ -36,7 +36,8 @@ from tip_jax.experiment.setup import Experiment
 from tip_jax.image_io import labelled_grid, write_png
 from tip_jax.metrics.pixel import psnr
 from tip_jax.models.tokenizer import tokenize
-from tip_jax.restore import DEFAULT_GUIDANCE, Layout, TIPRestorer, decode, encode_text
+from tip_jax.restore import DEFAULT_GUIDANCE, TIPRestorer
+from tip_jax.sampling import Layout, decode, encode_text
 
 
 def _examples(exp: Experiment, **data: Any) -> dict:
