@@ -84,6 +84,20 @@ def test_same_seed_same_batches_and_dropout(tokenizer, photos):
   assert list(dropped["semantic_prompt"]) == [""] * 4
 
 
+def test_channel_shuffle_permutes_colours_and_nothing_else(tokenizer, photos):
+  plain = next(_iterator(tokenizer, photos))
+  shuffled = next(_iterator(tokenizer, photos, channel_shuffle=1.0))
+  for key in ("index", "semantic_prompt", "restoration_prompt", "degrade"):
+    assert _same(plain[key], shuffled[key])
+  orders = set()
+  for a, b in zip(plain["image"], shuffled["image"]):
+    found = [p for p in pipeline._CHANNEL_ORDERS if np.array_equal(a[..., p], b)]
+    assert found, "not a channel permutation of the unshuffled crop"
+    orders.add(found[0])
+    assert not np.array_equal(a, b)      # the fixture's photos have three distinct channels
+  assert len(orders) > 1
+
+
 def test_orbax_checkpoint_restores_the_stream(tokenizer, photos, tmp_path):
   run = _iterator(tokenizer, photos)
   uninterrupted = [next(run) for _ in range(5)]

@@ -20,6 +20,11 @@ class DataConfig:
     `read_threads` threads and keeps `prefetch_buffer` batches ready.
   max_pixels: the largest decode; bigger JPEGs are draft-decoded at 1/2..1/8, other
     formats are skipped.
+  channel_shuffle: the probability that a crop's RGB channels are permuted (one of the
+    five non-identity orders, uniformly): a colour augmentation for pretraining the VAE,
+    whose dozen training photos (half of them grey) otherwise teach it too few colours
+    to reconstruct a held-out one's (README, "Pretraining a backbone"). Off for
+    text-conditioned training, whose captions name colours.
   """
 
   source: str = "demo"
@@ -31,4 +36,5 @@ class DataConfig:
   read_threads: int = 2
   prefetch_buffer: int = 2
   max_pixels: int = 8192 * 8192
+  channel_shuffle: float = 0.0
   shuffle: bool = True

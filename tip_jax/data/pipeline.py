@@ -6,9 +6,9 @@
     batch = next(it)          # per-host numpy; the trainer makes global arrays of it
 
 Stages: this process's shard of record indices -> shuffle (reshuffled every epoch) ->
-repeat forever -> per example: read, decode, crop, flip, caption and dropout,
-degradation parameters and restoration prompt -> fold skipped records' counts into the
-next example -> batch -> CLIP-tokenize both prompts -> `mp_prefetch` workers.
+repeat forever -> per example: read, decode, crop, flip, channel order, caption and
+dropout, degradation parameters and restoration prompt -> fold skipped records' counts
+into the next example -> batch -> CLIP-tokenize both prompts -> `mp_prefetch` workers.
 Every random choice for an example comes from (seed, epoch * len(source) + record
 index) alone, so any host, worker count or restart agrees on it.
 
@@ -66,6 +66,8 @@ from tip_jax.errors import ConfigError, DataError
 from tip_jax.models import tokenizer as tokenizer_lib
 
 _AUGMENT_STREAM = 0x617567   # separates crop/flip/caption draws from the degradation draws
+# DataConfig.channel_shuffle's orders: every permutation of RGB but the identity.
+_CHANNEL_ORDERS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 _MAX_CONSECUTIVE_SKIPS = 1000
 _SHM_DIR = "/dev/shm"  # POSIX shared memory as files (Linux)
 _SHM_RELEASE_S = 5.0
@@ -90,8 +92,9 @@ class _Examples:
   def __call__(self, position: int, record_index: int) -> dict[str, Any] | _Skipped:
     config = self.config
     key = (position // self.shard_len) * len(self.source) + int(record_index)
-    draws = np.random.default_rng([self.seed, key, _AUGMENT_STREAM]).random(6)
-    flip, dropout, pick = draws[3:]
+    # Draws are appended, never reordered: earlier fields keep their values.
+    draws = np.random.default_rng([self.seed, key, _AUGMENT_STREAM]).random(8)
+    flip, dropout, pick, shuffle, order = draws[3:]
     try:
       record = self.source[int(record_index)]
       image, events = images.crop(record["image"], config.resolution, draws[:3],
@@ -100,6 +103,8 @@ class _Examples:
       return _Skipped(e.reason)
     if config.flip and flip < 0.5:
       image = np.ascontiguousarray(image[:, ::-1])
+    if shuffle < config.channel_shuffle:
+      image = np.ascontiguousarray(image[..., _CHANNEL_ORDERS[int(order * len(_CHANNEL_ORDERS))]])
     captions = record["captions"]
     caption = captions[int(pick * len(captions))] if captions else ""
     params, restoration = degrade.sample_params(self.seed, 1, self.degrade_config, indices=[key])
