@@ -129,6 +129,8 @@ def _base() -> ml_collections.ConfigDict:
   c.evals.embedded_size = 0     # its side in pixels; 0 = data.resolution
   # Prompt modes (Tab. 1/5), each (semantic, restoration): semantic "caption" | "";
   # restoration "values" | "type_only" | "blind" ("Remove all degradation") | "".
+  # A third element adds inference options the paper's sampler does not have, e.g.
+  # "strength=0.3,color_fix=wavelet" (tip_jax.eval.evaluator.SAMPLER_OPTIONS).
   c.evals.modes = ml_collections.ConfigDict({
       "full": ("caption", "values"),      # Tab. 1 "Ours"
       "semantic": ("caption", ""),        # Tab. 5 "semantic only"
