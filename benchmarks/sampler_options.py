@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from tip_jax.eval import scoring, sets
-from tip_jax.eval.evaluator import Mode
+from tip_jax.eval.modes import Mode
 from tip_jax.eval.sets import EvalSet
 from tip_jax.restore import TIPRestorer
 

@@ -130,7 +130,7 @@ def _base() -> ml_collections.ConfigDict:
   # Prompt modes (Tab. 1/5), each (semantic, restoration): semantic "caption" | "";
   # restoration "values" | "type_only" | "blind" ("Remove all degradation") | "".
   # A third element adds inference options the paper's sampler does not have, e.g.
-  # "strength=0.3,color_fix=wavelet" (tip_jax.eval.evaluator.SAMPLER_OPTIONS).
+  # "strength=0.3,color_fix=wavelet" (tip_jax.eval.modes.SAMPLER_OPTIONS).
   c.evals.modes = ml_collections.ConfigDict({
       "full": ("caption", "values"),      # Tab. 1 "Ours"
       "semantic": ("caption", ""),        # Tab. 5 "semantic only"

@@ -4,19 +4,19 @@ import ml_collections
 import pytest
 
 from tip_jax.errors import ConfigError
-from tip_jax.eval import evaluator
+from tip_jax.eval import modes
 
 
 def test_a_mode_without_options_is_the_papers_sampler():
-  assert evaluator.Mode("full", "caption", "values").sampler_options() == {}
+  assert modes.Mode("full", "caption", "values").sampler_options == {}
 
 
 def test_options_become_restore_batch_keywords():
-  mode = evaluator.Mode("fixed", "caption", "values", "strength=0.3, color_fix=wavelet")
-  assert mode.sampler_options() == {"strength": 0.3, "color_fix": "wavelet"}
+  mode = modes.Mode("fixed", "caption", "values", "strength=0.3, color_fix=wavelet")
+  assert mode.sampler_options == {"strength": 0.3, "color_fix": "wavelet"}
   evals = ml_collections.ConfigDict({"modes": {
       "full": ("caption", "values"), "fixed": ("caption", "values", "control_scale=0.5")}})
-  assert {m.name: m.sampler_options() for m in evaluator.modes(evals)} == {
+  assert {m.name: m.sampler_options for m in modes.modes(evals)} == {
       "full": {}, "fixed": {"control_scale": 0.5}}
 
 
@@ -24,10 +24,10 @@ def test_options_become_restore_batch_keywords():
                                      "color_fix=median", "strength=0"])
 def test_a_bad_option_is_one_config_error_naming_it(options):
   with pytest.raises(ConfigError, match="evals.modes.m: sampler option"):
-    evaluator.Mode("m", "caption", "values", options)
+    modes.Mode("m", "caption", "values", options)
 
 
 def test_a_mode_spec_has_two_or_three_parts():
   evals = ml_collections.ConfigDict({"modes": {"m": ("caption",)}})
   with pytest.raises(ConfigError, match="semantic, restoration"):
-    evaluator.modes(evals)
+    modes.modes(evals)

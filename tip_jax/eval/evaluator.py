@@ -23,7 +23,6 @@ warning. The job ends after the final checkpoint once the trainer has written
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -39,88 +38,15 @@ from etils import epath
 
 from tip_jax import __version__
 from tip_jax.data.config import DataConfig
-from tip_jax.degrade.prompts import BLIND_PROMPT
-from tip_jax.diffusion.colorfix import METHODS
 from tip_jax.errors import ConfigError
 from tip_jax.eval import scoring, sets
+from tip_jax.eval.modes import INPUT_MODE, Mode, modes
 from tip_jax.experiment import checkpoint as ckpt_lib
 from tip_jax.experiment import loss as loss_lib
 from tip_jax.experiment import setup as setup_lib
 from tip_jax.image_io import labelled_grid, write_atomically, write_png
 from tip_jax.metrics import fid as fid_lib
 from tip_jax.restore import TIPRestorer
-
-SEMANTIC = ("caption", "")
-RESTORATION = ("values", "type_only", "blind", "")
-# Inference options a mode may set (`TIPRestorer.restore_batch` keywords), none of them
-# the paper's sampler (pure noise, no colour correction): name -> type.
-SAMPLER_OPTIONS = {"strength": float, "color_fix": str, "control_scale": float,
-                   "restoration_guidance": float}
-INPUT_MODE = "input"  # the degraded input scored as it is: the floor a model must beat
-
-
-@dataclasses.dataclass(frozen=True)
-class Mode:
-  """A prompt mode of the paper's tables: which c_s and c_r each example gets, and
-  optionally how it is sampled.
-
-  semantic: "caption" (the set's caption) or "" (none).
-  restoration: "values" (c_r with strengths), "type_only" (names only, the `no_params`
-    rows), "blind" ("Remove all degradation") or "" (none).
-  options: "" (the paper's sampler) or comma-separated SAMPLER_OPTIONS, e.g.
-    "strength=0.3,color_fix=wavelet" (a start from the input's noised latent and
-    StableSR's colour fix): a mode's third element in `evals.modes`.
-  """
-
-  name: str
-  semantic: str
-  restoration: str
-  options: str = ""
-
-  def __post_init__(self):
-    if self.semantic not in SEMANTIC or self.restoration not in RESTORATION:
-      raise ConfigError(f"evals.modes.{self.name} = ({self.semantic!r}, {self.restoration!r}):"
-                        f" semantic is one of {SEMANTIC}, restoration one of {RESTORATION}")
-    self.sampler_options()
-
-  def sampler_options(self) -> dict[str, Any]:
-    """`options` as `restore_batch` keywords; a ConfigError names a bad one."""
-    out = {}
-    for item in filter(None, (part.strip() for part in self.options.split(","))):
-      key, _, value = item.partition("=")
-      kind = SAMPLER_OPTIONS.get(key.strip())
-      try:
-        if kind is None or not value.strip():
-          raise ValueError
-        out[key.strip()] = kind(value.strip())
-        if out.get("color_fix", METHODS[0]) not in METHODS or not 0 < out.get("strength", 1) <= 1:
-          raise ValueError
-      except ValueError:
-        raise ConfigError(f"evals.modes.{self.name}: sampler option {item!r} is not "
-                          f"name=value with a name in {sorted(SAMPLER_OPTIONS)} (color_fix "
-                          f"one of {METHODS}, 0 < strength <= 1)") from None
-    return out
-
-  def prompts(self, batch: sets.Batch) -> tuple[list[str], list[str]]:
-    semantic = list(batch.captions) if self.semantic == "caption" else [""] * len(batch.ids)
-    restoration = {"values": list(batch.restoration),
-                   "type_only": list(batch.restoration_type_only),
-                   "blind": [BLIND_PROMPT] * len(batch.ids),
-                   "": [""] * len(batch.ids)}[self.restoration]
-    return semantic, restoration
-
-
-def modes(evals: ml_collections.ConfigDict) -> list[Mode]:
-  out = []
-  for name, spec in evals.modes.items():
-    if name == INPUT_MODE:
-      raise ConfigError(f"evals.modes: {INPUT_MODE!r} is reserved for the degraded input")
-    if len(spec) not in (2, 3):
-      raise ConfigError(f"evals.modes.{name}: expected (semantic, restoration[, options]), "
-                        f"got {spec!r}")
-    out.append(Mode(name, *spec))
-  return out
-
 
 class State:
   """What is finished, in `workdir/eval/state.json`, written atomically after each part.
@@ -338,7 +264,7 @@ class Evaluator:
           np.concatenate([batch.inputs, np.repeat(batch.inputs[-1:], size - n, 0)]),
           fill(semantic), fill(restoration), steps=int(self.evals.steps),
           guidance=float(self.evals.guidance), seed=fill([self._seed(i) for i in batch.ids]),
-          upsample=False, batch_sharding=self.batch_sharding, **mode.sampler_options())[:n]
+          upsample=False, batch_sharding=self.batch_sharding, **mode.sampler_options)[:n]
       tally.add(restored, batch.gt, batch.captions, ref_features=False)
       for i in range(min(n, int(self.evals.num_grid) - len(shown))):
         shown.append((batch.inputs[i], restored[i], batch.gt[i], semantic[i], restoration[i]))
