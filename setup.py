@@ -39,7 +39,10 @@ setup(
         "orbax-checkpoint>=0.12,<0.13",  # also registers Grain's iterator checkpoint args
         "Pillow",
         "safetensors",
-        "scikit-image",  # the demo data source: photographs bundled in the package
+        # The demo data source: photographs bundled in these packages (tip_jax.data.demo).
+        "matplotlib",
+        "scikit-image",
+        "scikit-learn",
         "scipy",  # sqrtm of the Fréchet distance (FID), as pytorch-fid computes it
         "tensorboard",
         "tensorflow-cpu",  # clu.metric_writers imports tensorflow for its summary writer

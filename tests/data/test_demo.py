@@ -19,6 +19,13 @@ def test_split_is_disjoint_and_covers_every_photo():
     demo.photos("val")
 
 
+def test_photos_come_from_several_packages_and_a_missing_one_is_named():
+  packages = {sources.open_source("demo")[i]["source"] for i in range(len(demo.photos("train")))}
+  assert packages == {"skimage", "sklearn", "matplotlib"}
+  with pytest.raises(DataError, match="needs the no_such_package_tip package"):
+    demo._location("no_such_package_tip:data/x.png")
+
+
 def test_sources_read_their_split_as_rgb():
   for spec, split in (("demo", "train"), ("demo:heldout", "heldout")):
     source = sources.open_source(spec)

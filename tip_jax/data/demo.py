@@ -1,13 +1,16 @@
-"""A demo source that needs no set-up: photographs bundled with scikit-image.
+"""A demo source that needs no set-up: photographs bundled with installed packages.
 
-These files ship inside the scikit-image package (no pooch download), and the captions
-are the project's own. They are split once, here, into photos to train on (the shipped
-prior in `tip_jax/assets/` and the README's main command) and photos held out for
-evaluation (`tip-make-benchmark --kind embedded`, the estimator's tables), so that a
-score on the held-out photos is never a score on training pixels. The stereo pair
-`motorcycle_left`/`motorcycle_right` shows one scene, so both are on the training side.
-With random crops at several zooms (see `DataConfig.max_zoom`) the training photos are
-a small but real training set. The bytes are read as stored (PNG or JPEG), like records
+These files ship inside scikit-image (its `data` folder, no pooch download) and, three
+more colour photographs, inside scikit-learn (`load_sample_images`) and matplotlib
+(`sample_data`); the captions are the project's own. They are split once, here, into
+photos to train on (the shipped prior in `tip_jax/assets/` and the README's main
+command) and photos held out for evaluation (`tip-make-benchmark --kind embedded`, the
+estimator's tables), so that a score on the held-out photos is never a score on
+training pixels. The stereo pair `motorcycle_left`/`motorcycle_right` shows one scene,
+so both are on the training side. With random crops at several zooms (see
+`DataConfig.max_zoom`) the training photos are a small but real training set; half of
+scikit-image's are grey textures, which is why the others were added (README,
+"Pretraining a backbone"). The bytes are read as stored (PNG or JPEG), like records
 from `tip-prepare`, except that greyscale photos are re-encoded as RGB PNGs: every record
 of this source is RGB, so none is counted as a mode conversion.
 
@@ -17,8 +20,9 @@ Sources: `demo` (the training photos) and `demo:heldout`.
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import io
+import pathlib
 from typing import Any
 
 from PIL import Image
@@ -27,7 +31,8 @@ from tip_jax.errors import DataError
 
 SPLITS = ("train", "heldout")
 
-# (file in skimage/data, split, captions)
+# (file, split, captions); file: a name in scikit-image's `data` folder, or
+# "package:path" inside another installed package.
 PHOTOS = (
     ("astronaut.png", "train", (
         "a smiling astronaut in an orange flight suit beside the American flag",
@@ -65,6 +70,15 @@ PHOTOS = (
     ("moon.png", "train", (
         "the surface of the moon with small craters, grey",
         "a black and white photograph of lunar terrain")),
+    ("sklearn:datasets/images/china.jpg", "train", (
+        "a red and green Chinese pagoda on a wooded hill above a lake",
+        "a tall traditional tower with curved roofs among trees, hazy water behind")),
+    ("sklearn:datasets/images/flower.jpg", "train", (
+        "an orange dahlia flower on dark green leaves",
+        "close-up of a round peach-coloured dahlia in a garden")),
+    ("matplotlib:mpl-data/sample_data/grace_hopper.jpg", "train", (
+        "portrait of an elderly woman in a navy uniform and cap in front of the American flag",
+        "an old woman officer with glasses and medals, a flag behind her")),
     ("chelsea.png", "heldout", (
         "close-up of a tabby cat with green eyes",
         "the face of a ginger striped cat looking to the side")),
@@ -86,16 +100,28 @@ def photos(split: str) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
 
 @functools.cache
 def _records(split: str) -> tuple[dict[str, Any], ...]:
-  data = importlib.resources.files("skimage") / "data"
   records = []
-  for filename, _, captions in photos(split):
-    path = data / filename
+  for file, _, captions in photos(split):
+    package, path = _location(file)
     if not path.is_file():
-      raise DataError(f"demo: {filename} is not bundled with this scikit-image install "
-                      f"(looked in {data}); use another data source")
+      raise DataError(f"demo: {file} is not bundled with this {package} install "
+                      f"(looked for {path}); use another data source")
     records.append({"image": _rgb_bytes(path.read_bytes()), "captions": list(captions),
-                    "id": filename.rsplit(".", 1)[0], "source": "skimage"})
+                    "id": path.name.rsplit(".", 1)[0], "source": package})
   return tuple(records)
+
+
+def _location(file: str) -> tuple[str, pathlib.Path]:
+  """(package, path) of a PHOTOS file, found without importing the package (importing
+  matplotlib may build its font cache)."""
+  package, _, path = file.rpartition(":")
+  if not package:
+    package, path = "skimage", f"data/{path}"
+  spec = importlib.util.find_spec(package)
+  if spec is None or not spec.submodule_search_locations:
+    raise DataError(f"demo: {file} needs the {package} package, which is not "
+                    "installed; install tip_jax's dependencies or use another data source")
+  return package, pathlib.Path(spec.submodule_search_locations[0], *path.split("/"))
 
 
 def _rgb_bytes(data: bytes) -> bytes:
