@@ -3,13 +3,16 @@
     python benchmarks/sampler_options.py --workdir /tmp/tip_tiny
     python benchmarks/sampler_options.py --workdir /tmp/tip_tiny \
         --variants '[{"guidance": 4.0}, {"color_fix": "wavelet", "strength": 0.3}]'
+    python benchmarks/sampler_options.py --workdir /tmp/tip_tiny \
+        --variants '[{"steps": 1, "timestep_spacing": "leading"}, {"steps": 1}]'
 
 The evaluator scores the paper's sampler (DDIM from pure noise, `evals.guidance`);
 `TIPRestorer.restore_batch` also offers classifier-free guidance weights, StableSR's
 colour fix towards the input's low frequencies (`color_fix`), a start from the
 input's noised latent (`strength` < 1, SDEdit's) and a scaled ControlNet
 (`control_scale`). Each variant (a dict of those keyword arguments, plus `mode`:
-"full" = caption + c_r with values, or "blind") restores the embedded held-out sets A
+"full" = caption + c_r with values, or "blind"; `steps`; `timestep_spacing`, the DDIM
+layout the run's `model.timestep_spacing` sets) restores the embedded held-out sets A
 and B at the run's resolution (built in a temporary folder, as the trainer builds
 them: same crops, same degraded inputs) with the same seeds, and is scored by PSNR,
 SSIM and LPIPS beside the degraded input. Prints one JSON object.
@@ -18,6 +21,7 @@ SSIM and LPIPS beside the degraded input. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -34,6 +38,9 @@ DEFAULT_VARIANTS = (
     {"guidance": 1.0, "color_fix": "wavelet"},
     {"guidance": 1.0, "strength": 0.3}, {"guidance": 1.0, "strength": 0.3, "color_fix": "wavelet"},
 )
+# Variant keys that are not `restore_batch` options: the prompt mode, the step count
+# (else --steps) and the DDIM timestep layout (else the run's `model.timestep_spacing`).
+_NOT_RESTORE_OPTIONS = ("mode", "steps", "timestep_spacing")
 # The tiny config's two scored prompt modes, as the evaluator reads them.
 MODES = {"full": Mode("full", "caption", "values"), "blind": Mode("blind", "", "blind")}
 
@@ -68,16 +75,25 @@ def _measure_set(restorer: TIPRestorer, scorer: scoring.Scorer, eval_set: EvalSe
                             np.concatenate(gt)),
             "variants": []}
   for variant in variants:
-    options = {k: v for k, v in variant.items() if k != "mode"}
+    options = {k: v for k, v in variant.items() if k not in _NOT_RESTORE_OPTIONS}
     mode = MODES[variant.get("mode", "full")]
+    variant_steps = variant.get("steps", steps)
+    sampling = restorer
+    if "timestep_spacing" in variant:  # what `model.timestep_spacing` sets at build time
+      sampling = copy.copy(restorer)
+      sampling.schedule = restorer.schedule.replace(
+          timestep_spacing=variant["timestep_spacing"])
     started, restored = time.time(), []
     for b in batches:
       semantic, restoration = mode.prompts(b)
-      restored.append(restorer.restore_batch(b.inputs, semantic, restoration, steps=steps,
+      restored.append(sampling.restore_batch(b.inputs, semantic, restoration,
+                                             steps=variant_steps,
                                              seed=list(range(len(b.ids))), upsample=False,
                                              **options))
     scores = _score(scorer, np.concatenate(restored), np.concatenate(gt))
-    result["variants"].append({"mode": mode.name, **options, **scores,
+    result["variants"].append({"mode": mode.name, "steps": variant_steps,
+                               "timestep_spacing": sampling.schedule.timestep_spacing,
+                               **options, **scores,
                                "seconds": round(time.time() - started, 1)})
   return result
 
@@ -86,7 +102,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True, help="a TIP run (its latest checkpoint)")
   parser.add_argument("--variants", default="", help="JSON list of restore_batch keyword "
-                      "dicts (plus mode: full | blind); default: the module's list")
+                      "dicts (plus mode: full | blind; steps, which overrides --steps; "
+                      "timestep_spacing: leading | trailing | linspace); default: the "
+                      "module's list")
   parser.add_argument("--count", type=int, default=48)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)

@@ -55,6 +55,7 @@ def get_config(arg: str = "vae") -> ml_collections.ConfigDict:
   c.task = arg
   c.name = f"prior_{arg}"
   c.model.geometry = "mini"     # 4x VAE: 64² crops → 16² latents (VAEConfig.mini says why)
+  c.data.source = "demo"        # the 15 photographs of the core dependencies, not gradio's
   c.total_steps = 4000
   c.optim.warmup_steps = 100
   c.optim.schedule = "cosine"

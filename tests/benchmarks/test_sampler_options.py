@@ -10,7 +10,7 @@ from tests.fixtures.checkpoint import tiny_checkpoint  # noqa: F401  (a fixture)
 
 def test_every_variant_is_scored_on_both_sets(tiny_checkpoint):  # noqa: F811
   variants = ({"guidance": 1.0}, {"guidance": 1.0, "mode": "blind", "color_fix": "wavelet",
-                                  "strength": 0.5})
+                                  "strength": 0.5, "steps": 1, "timestep_spacing": "leading"})
   result = sampler_options.measure(tiny_checkpoint, variants, count=2, steps=2, batch=2)
   assert sorted(result) == ["embedded_param_32", "embedded_realesrgan_32"]  # 32² run
   for scores in result.values():
@@ -18,6 +18,10 @@ def test_every_variant_is_scored_on_both_sets(tiny_checkpoint):  # noqa: F811
     rows = scores["variants"]
     assert [r["mode"] for r in rows] == ["full", "blind"]
     assert rows[1]["color_fix"] == "wavelet" and rows[1]["strength"] == 0.5
+    # A variant's own step count and layout win over --steps and the run's (the tiny
+    # config's "trailing").
+    assert [(r["steps"], r["timestep_spacing"]) for r in rows] == [(2, "trailing"),
+                                                                   (1, "leading")]
     for row in rows:
       assert all(np.isfinite(row[m]) for m in ("psnr", "ssim", "lpips"))
     # Different sampling options give different restorations of the same inputs.

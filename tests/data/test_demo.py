@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -11,23 +12,33 @@ from tip_jax.data import demo, sources
 from tip_jax.errors import DataError
 
 
-def test_split_is_disjoint_and_covers_every_photo():
-  train, heldout = demo.photos("train"), demo.photos("heldout")
-  assert {p[0] for p in train}.isdisjoint(p[0] for p in heldout)
-  assert len(train) + len(heldout) == len(demo.PHOTOS) and len(heldout) >= 3
-  with pytest.raises(DataError, match="demo:val: expected one of train, heldout"):
-    demo.photos("val")
+def test_splits_are_disjoint_and_cover_every_photo():
+  splits = [{p[0] for p in demo.photos(name)} for name in demo.SPLITS]
+  assert sum(map(len, splits)) == len(set().union(*splits)) == len(demo.PHOTOS)
+  assert len(demo.photos("heldout")) >= 3
+  assert demo.photos("train+extra") == demo.photos("train") + demo.photos("extra")
+  for bad in ("val", "train+train", "train+"):
+    expected = re.escape(f"demo:{bad}: expected one of train, extra, heldout")
+    with pytest.raises(DataError, match=expected):
+      demo.photos(bad)
 
 
 def test_photos_come_from_several_packages_and_a_missing_one_is_named():
-  packages = {sources.open_source("demo")[i]["source"] for i in range(len(demo.photos("train")))}
-  assert packages == {"skimage", "sklearn", "matplotlib"}
-  with pytest.raises(DataError, match="needs the no_such_package_tip package"):
+  def packages(spec):
+    source = sources.open_source(spec)
+    return {source[i]["source"] for i in range(len(source))}
+  # The prior's and estimator's photos need only the core dependencies; gradio (the demo
+  # and test extras) brings the extra ones.
+  assert packages("demo") == {"skimage", "sklearn", "matplotlib"}
+  assert packages("demo:extra") == {"gradio"}
+  with pytest.raises(DataError, match="needs the no_such_package_tip package, which is not "
+                     "installed; install tip_jax's dependencies"):
     demo._location("no_such_package_tip:data/x.png")
 
 
 def test_sources_read_their_split_as_rgb():
-  for spec, split in (("demo", "train"), ("demo:heldout", "heldout")):
+  for spec, split in (("demo", "train"), ("demo:heldout", "heldout"),
+                      ("demo:train+extra", "train+extra")):
     source = sources.open_source(spec)
     assert len(source) == len(demo.photos(split))
     for i in range(len(source)):

@@ -48,7 +48,23 @@ def test_model_choices_are_checked_when_the_models_are_built():
   for field, value, expected in (("model.fusion", "blend", "model.fusion='blend'"),
                                  ("model.conditioning", "add",
                                   r"model.conditioning='add': expected one of \('concat', "
-                                  r"'vae'\)")):
+                                  r"'vae'\)"),
+                                 ("model.timestep_spacing", "even",
+                                  "model.timestep_spacing='even'")):
     config = load_config("configs/tip.py:tiny", {field: value, "model.backbone": "random"})
     with pytest.raises(ConfigError, match=expected):
       components.build(config, abstract=True)
+
+
+def test_timestep_spacing_overrides_the_backbones_scheduler_config():
+  """Every sampler reads the schedule from the built backbone, so the option reaches the
+  trainer's grids, the evaluator and the restorer alike."""
+  from tip_jax.diffusion import samplers
+  from tip_jax.experiment import components
+  starts = {}
+  for spacing in ("", "trailing"):
+    config = load_config("configs/tip.py:tiny", {"model.timestep_spacing": spacing,
+                                                 "model.backbone": "random"})
+    schedule = components.build(config, abstract=True).backbone.schedule()
+    starts[spacing] = [int(t) for t in samplers.ddim(schedule, 4).timesteps]
+  assert starts == {"": [751, 501, 251, 1], "trailing": [999, 749, 499, 249]}

@@ -14,7 +14,11 @@ scikit-image's are grey textures, which is why the others were added (README,
 from `tip-prepare`, except that greyscale photos are re-encoded as RGB PNGs: every record
 of this source is RGB, so none is counted as a mode conversion.
 
-Sources: `demo` (the training photos) and `demo:heldout`.
+Splits: `train` (the 15 photos of the core dependencies: the shipped prior and
+estimator were trained on them), `extra` (five more colour photographs that ship inside
+gradio, installed with tip_jax's `demo` and `test` extras; the tiny TIP config adds
+them, README "Set-up") and `heldout`. Sources: `demo` (= `demo:train`), `demo:SPLIT`,
+and splits joined by `+`, e.g. `demo:train+extra`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from PIL import Image
 
 from tip_jax.errors import DataError
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "extra", "heldout")
+# Packages outside the core dependencies, and the extra that installs each.
+_EXTRAS = {"gradio": "demo"}
 
 # (file, split, captions); file: a name in scikit-image's `data` folder, or
 # "package:path" inside another installed package.
@@ -79,6 +85,21 @@ PHOTOS = (
     ("matplotlib:mpl-data/sample_data/grace_hopper.jpg", "train", (
         "portrait of an elderly woman in a navy uniform and cap in front of the American flag",
         "an old woman officer with glasses and medals, a flag behind her")),
+    ("gradio:media_assets/images/cheetah.jpg", "extra", (
+        "a cheetah running fast across a plain, the ground blurred behind it",
+        "a spotted big cat sprinting on brown grass")),
+    ("gradio:media_assets/images/cheetah1.jpg", "extra", (
+        "the face of a cheetah with amber eyes and black tear marks",
+        "close-up portrait of a spotted wild cat looking at the camera")),
+    ("gradio:test_data/cheetah2.jpg", "extra", (
+        "a fluffy cheetah cub with big brown eyes on a white background",
+        "a young spotted cat looking straight ahead")),
+    ("gradio:media_assets/images/lion.jpg", "extra", (
+        "a male lion with a dark mane lying on a rock, a lioness behind him",
+        "a lion resting on a boulder and looking at the camera")),
+    ("gradio:media_assets/images/tower.jpg", "extra", (
+        "the Eiffel tower lit golden at dusk against a blue sky, branches above",
+        "a tall iron tower glowing yellow in the evening")),
     ("chelsea.png", "heldout", (
         "close-up of a tabby cat with green eyes",
         "the face of a ginger striped cat looking to the side")),
@@ -92,10 +113,12 @@ PHOTOS = (
 
 
 def photos(split: str) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
-  """The PHOTOS rows of one split, in order."""
-  if split not in SPLITS:
-    raise DataError(f"demo:{split}: expected one of {', '.join(SPLITS)}")
-  return tuple(p for p in PHOTOS if p[1] == split)
+  """The PHOTOS rows of a split, or of splits joined by "+" (each once), in order."""
+  names = split.split("+")
+  if any(name not in SPLITS for name in names) or len(set(names)) != len(names):
+    raise DataError(f"demo:{split}: expected one of {', '.join(SPLITS)}, or several "
+                    "joined by '+' (e.g. train+extra)")
+  return tuple(p for name in names for p in PHOTOS if p[1] == name)
 
 
 @functools.cache
@@ -119,8 +142,10 @@ def _location(file: str) -> tuple[str, pathlib.Path]:
     package, path = "skimage", f"data/{path}"
   spec = importlib.util.find_spec(package)
   if spec is None or not spec.submodule_search_locations:
+    how = (f'pip install "tip_jax[{_EXTRAS[package]}]"' if package in _EXTRAS
+           else "install tip_jax's dependencies")
     raise DataError(f"demo: {file} needs the {package} package, which is not "
-                    "installed; install tip_jax's dependencies or use another data source")
+                    f"installed; {how}, or use another data source")
   return package, pathlib.Path(spec.submodule_search_locations[0], *path.split("/"))
 
 

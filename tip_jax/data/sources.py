@@ -5,8 +5,10 @@ the image bytes exactly as stored (JPEG, PNG, WebP, ...): decoding happens in th
 pipeline, where bad files are counted instead of crashing a job. Sources are named by
 a spec string, the form `DataConfig.source` takes:
 
-    demo, demo:heldout                      scikit-image's bundled photographs: the
-                                            training split, the held-out split
+    demo, demo:heldout, demo:train+extra    photographs bundled with installed
+                                            packages (tip_jax.data.demo): the
+                                            training split, the held-out one, splits
+                                            joined by "+"
     arrayrecord:/data/coco/*.array_record   shards written by `tip-prepare`
     tfds:coco_captions:train:/data/tfds     a TFDS set prepared on disk as array_record
                                             (the data dir is optional)
@@ -215,5 +217,5 @@ def open_source(spec: str) -> Source:
   match = _TFDS_SPEC.match(spec)
   if match:
     return TFDSSource(match["name"], match["split"], match["dir"])
-  raise DataError(f"data source {spec!r}: expected 'demo[:heldout]', 'arrayrecord:GLOB' or "
+  raise DataError(f"data source {spec!r}: expected 'demo[:SPLIT[+SPLIT]]', 'arrayrecord:GLOB' or "
                   "'tfds:NAME:SPLIT[:DATA_DIR]'")

@@ -262,9 +262,10 @@ class Evaluator:
       fill = lambda xs: list(xs) + [xs[-1]] * (size - n)  # noqa: E731
       restored = restorer.restore_batch(
           np.concatenate([batch.inputs, np.repeat(batch.inputs[-1:], size - n, 0)]),
-          fill(semantic), fill(restoration), steps=int(self.evals.steps),
+          fill(semantic), fill(restoration), **{"steps": int(self.evals.steps),
+                                                **mode.sampler_options},
           guidance=float(self.evals.guidance), seed=fill([self._seed(i) for i in batch.ids]),
-          upsample=False, batch_sharding=self.batch_sharding, **mode.sampler_options)[:n]
+          upsample=False, batch_sharding=self.batch_sharding)[:n]
       tally.add(restored, batch.gt, batch.captions, ref_features=False)
       for i in range(min(n, int(self.evals.num_grid) - len(shown))):
         shown.append((batch.inputs[i], restored[i], batch.gt[i], semantic[i], restoration[i]))

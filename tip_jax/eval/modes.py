@@ -19,10 +19,11 @@ from tip_jax.eval import sets
 
 SEMANTIC = ("caption", "")
 RESTORATION = ("values", "type_only", "blind", "")
-# Inference options a mode may set (`TIPRestorer.restore_batch` keywords), none of them
-# the paper's sampler (pure noise, no colour correction): name -> type.
-SAMPLER_OPTIONS = {"strength": float, "color_fix": str, "control_scale": float,
-                   "restoration_guidance": float}
+# Inference options a mode may set (`TIPRestorer.restore_batch` keywords): name -> type.
+# `steps` (instead of evals.steps) keeps the paper's sampler, whose step count the paper
+# does not give; the others depart from it (pure noise, no colour correction).
+SAMPLER_OPTIONS = {"steps": int, "strength": float, "color_fix": str,
+                   "control_scale": float, "restoration_guidance": float}
 INPUT_MODE = "input"  # the degraded input scored as it is: the floor a model must beat
 
 
@@ -34,9 +35,10 @@ class Mode:
   semantic: "caption" (the set's caption) or "" (none).
   restoration: "values" (c_r with strengths), "type_only" (names only, the `no_params`
     rows), "blind" ("Remove all degradation") or "" (none).
-  options: "" (the paper's sampler) or comma-separated SAMPLER_OPTIONS, e.g.
-    "strength=0.3,color_fix=wavelet" (a start from the input's noised latent and
-    StableSR's colour fix): a mode's third element in `evals.modes`.
+  options: "" (the paper's sampler, evals.steps) or comma-separated SAMPLER_OPTIONS,
+    e.g. "steps=1" (the paper's sampler, one step) or "strength=0.3,color_fix=wavelet"
+    (a start from the input's noised latent and StableSR's colour fix): a mode's third
+    element in `evals.modes`.
   """
 
   name: str
@@ -61,10 +63,11 @@ class Mode:
       except (KeyError, ValueError):
         out[key] = None
       if (out[key] in (None, "") or (key == "color_fix" and out[key] not in METHODS)
-          or (key == "strength" and not 0 < out[key] <= 1)):
+          or (key == "strength" and not 0 < out[key] <= 1)
+          or (key == "steps" and out[key] < 1)):
         raise ConfigError(f"evals.modes.{self.name}: sampler option {item!r} is not "
                           f"name=value with a name in {sorted(SAMPLER_OPTIONS)} (color_fix "
-                          f"one of {METHODS}, 0 < strength <= 1)")
+                          f"one of {METHODS}, 0 < strength <= 1, steps >= 1)")
     return out
 
   def prompts(self, batch: sets.Batch) -> tuple[list[str], list[str]]:

@@ -21,6 +21,7 @@ import ml_collections
 from tip_jax.convert.diffusers import load_backbone
 from tip_jax.degrade import DegradeConfig
 from tip_jax.degrade.parameterized import TIPConfig
+from tip_jax.diffusion.scheduler_config import SPACINGS
 from tip_jax.errors import ConfigError
 from tip_jax.models.backbone import Backbone, random_backbone
 from tip_jax.models.controlnet import (CONDITIONING, FUSIONS, ControlNetConfig, ControlNetModel,
@@ -92,6 +93,13 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
                       "model.geometry (tests, benchmarks)")
   if config.task == "unet":  # the UNet being pretrained learns the prediction its config names
     backbone = backbone.with_prediction_type(config.unet.prediction_type)
+  spacing = config.model.get("timestep_spacing", "")  # runs from before the option
+  if spacing:
+    if spacing not in SPACINGS:
+      raise ConfigError(f"model.timestep_spacing={spacing!r}: expected '' (the backbone's "
+                        f"scheduler config) or one of {SPACINGS}")
+    backbone = dataclasses.replace(backbone, scheduler_config={
+        **backbone.scheduler_config, "timestep_spacing": spacing})
   vae_config = backbone.vae.module.config
   controlnet = ControlNetModel(ControlNetConfig.tip(
       backbone.unet.module.config, config.model.fusion, vae_config.downsample_factor,
