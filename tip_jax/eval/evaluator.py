@@ -255,6 +255,7 @@ class Evaluator:
     tally, shown = scoring.Tally(self.scorer), []
     size = int(self.evals.batch_size)
     total = -(-len(eval_set) // size)
+    options = {"steps": int(self.evals.steps), **mode.sampler_options}  # a mode's steps win
     for number, batch in enumerate(self._batches(eval_set), 1):
       semantic, restoration = mode.prompts(batch)
       n = len(batch.ids)
@@ -262,10 +263,9 @@ class Evaluator:
       fill = lambda xs: list(xs) + [xs[-1]] * (size - n)  # noqa: E731
       restored = restorer.restore_batch(
           np.concatenate([batch.inputs, np.repeat(batch.inputs[-1:], size - n, 0)]),
-          fill(semantic), fill(restoration), **{"steps": int(self.evals.steps),
-                                                **mode.sampler_options},
+          fill(semantic), fill(restoration),
           guidance=float(self.evals.guidance), seed=fill([self._seed(i) for i in batch.ids]),
-          upsample=False, batch_sharding=self.batch_sharding)[:n]
+          upsample=False, batch_sharding=self.batch_sharding, **options)[:n]
       tally.add(restored, batch.gt, batch.captions, ref_features=False)
       for i in range(min(n, int(self.evals.num_grid) - len(shown))):
         shown.append((batch.inputs[i], restored[i], batch.gt[i], semantic[i], restoration[i]))
