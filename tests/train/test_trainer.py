@@ -242,7 +242,7 @@ def test_unknown_config_part_is_refused():
 def test_hparams_keep_every_nested_field_and_sigterm_handler_is_restored():
   hparams = trainer.flat_hparams(tiny_config())
   assert hparams["optim.lr"] == 1e-3 and hparams["model.geometry"] == "tiny"
-  assert hparams["mesh.data"] == -1 and hparams["data.source"] == "demo"
+  assert hparams["mesh.data"] == -1 and hparams["data.source"] == "demo:train+extra"
   before = signal.getsignal(signal.SIGTERM)
   with trainer._StopFlag():
     assert signal.getsignal(signal.SIGTERM) != before
