@@ -3,7 +3,12 @@
 import os
 import tempfile
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+# LLVM at -O0: XLA's CPU compile time is most of a tiny training run's, and the tests'
+# programs run a few steps on tiny shapes, so optimising the machine code is not worth
+# it (the tiny train step compiles in 30 s instead of 48; convolutions and matmuls are
+# library calls either way). Subprocesses the tests start inherit it.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {TEST_XLA_FLAGS}"
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One compilation cache for the session and the subprocesses tests start: the trainer
