@@ -22,7 +22,7 @@ import pytest
 
 from tests.fixtures.checkpoint import cut_array_data
 from tests.train.test_trainer import (ROOT, WORKER, flags_for, params_of, subprocess_env,
-                                      tiny_config)
+                                      tiny_config, train_on_one_device)
 from tip_jax.errors import CheckpointError, TrainingError
 from tip_jax.eval import evaluator
 from tip_jax.image_io import write_png
@@ -34,18 +34,11 @@ STEPS = {"total_steps": 9}
 WORKERS = {**STEPS, "data.num_workers": 1}  # one Grain worker: the same batches as none
 
 
-def _train(workdir, **overrides):
-  """A run in this process on one device, as the workers run (`_worker`, `--devices=1`):
-  what these tests prove does not depend on the mesh, and one device compiles and saves
-  in a fraction of eight fake ones' time."""
-  return trainer.train(tiny_config(**overrides), str(workdir), devices=jax.devices()[:1])
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
   """An uninterrupted run: its workdir (checkpoints 3, 6, 9) and final params."""
   workdir = tmp_path_factory.mktemp("straight")
-  return workdir, params_of(_train(workdir, **STEPS))
+  return workdir, params_of(train_on_one_device(workdir, **STEPS))
 
 
 def _same(params, straight_params):
@@ -56,8 +49,8 @@ def _same(params, straight_params):
 def _worker(workdir, *faults, new_session=False, prefix=(), **overrides):
   return subprocess.run([*prefix, sys.executable, str(WORKER),
                          *flags_for(**{**WORKERS, **overrides}), f"--workdir={workdir}",
-                         "--devices=1", *faults], env=subprocess_env(), capture_output=True, text=True,
-                        timeout=600, cwd=ROOT, start_new_session=new_session)
+                         "--devices=1", *faults], env=subprocess_env(), capture_output=True,
+                        text=True, timeout=600, cwd=ROOT, start_new_session=new_session)
 
 
 def _clean(stderr):
@@ -104,7 +97,7 @@ def test_a_damaged_newest_checkpoint(straight, tmp_path, caplog):
 
   caplog.clear()
   caplog.set_level(logging.INFO, logger="absl")  # absl's own level may be WARNING by now
-  state = _train(workdir, **STEPS)
+  state = train_on_one_device(workdir, **STEPS)
   _same(params_of(state), straight[1])
   assert "checkpoint step 9" in caplog.text and "moved to 9.corrupt; trying step 6" in caplog.text
   assert "resuming from step 6" in caplog.text
@@ -145,7 +138,7 @@ def test_a_refused_write_stops_with_one_line_and_keeps_the_earlier_checkpoint(
   assert _folders(workdir) == ["3", "6.orbax-checkpoint-tmp"]
 
   caplog.set_level(logging.INFO, logger="absl")  # absl's own level may be WARNING by now
-  state = _train(workdir, **WORKERS)
+  state = train_on_one_device(workdir, **WORKERS)
   _same(params_of(state), straight[1])
   assert "removing" in caplog.text and "6.orbax-checkpoint-tmp" in caplog.text
   assert "resuming from step 3" in caplog.text
@@ -205,7 +198,7 @@ def test_sigterm_during_an_async_save(straight, tmp_path):
   stopped = int(re.search(r"stopping at step (\d+) \(checkpoint saved\)", proc.stderr).group(1))
   assert 3 < stopped < 9
   assert _folders(workdir) == sorted({"3", str(stopped)} | ({"6"} if stopped > 6 else set()))
-  _same(params_of(_train(workdir, **WORKERS)), straight[1])
+  _same(params_of(train_on_one_device(workdir, **WORKERS)), straight[1])
 
 
 @pytest.mark.slow
@@ -224,7 +217,7 @@ def test_sigkill_during_a_save(straight, tmp_path, caplog):
     time.sleep(0.5)
 
   caplog.set_level(logging.INFO, logger="absl")  # absl's own level may be WARNING by now
-  state = _train(workdir, **WORKERS)
+  state = train_on_one_device(workdir, **WORKERS)
   _same(params_of(state), straight[1])
   assert "6.orbax-checkpoint-tmp: a checkpoint save that never completed" in caplog.text
   assert "resuming from step 3" in caplog.text
@@ -255,7 +248,7 @@ def test_a_stuck_run_stops_with_one_line(tmp_path, monkeypatch):
 
   monkeypatch.setattr(step_lib, "make_train_step", poisoned_from_step_4)
   with pytest.raises(TrainingError) as e:
-    _train(tmp_path, **STEPS, max_consecutive_skips=2)
+    train_on_one_device(tmp_path, **STEPS, max_consecutive_skips=2)
   assert str(e.value) == (
       "steps 4-6: 3 steps in a row had a non-finite loss or gradient "
       "(max_consecutive_skips=2); the run is stuck: lower optim.lr or check the data "
@@ -276,6 +269,6 @@ def test_a_full_disk_outside_a_save_is_one_line(tmp_path, monkeypatch):
 
   monkeypatch.setitem(trainer.samples.GRIDS, "tip", FullDisk)
   with pytest.raises(TrainingError) as e:
-    _train(tmp_path, total_steps=1, sample_every_steps=1)
+    train_on_one_device(tmp_path, total_steps=1, sample_every_steps=1)
   assert str(e.value) == f"a write in {tmp_path} failed: no space left on device"
   assert _folders(tmp_path) == []
