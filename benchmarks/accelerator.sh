@@ -9,24 +9,25 @@
 #   bash benchmarks/accelerator.sh [OUT.json]      # default accelerator.json
 #
 # About 8 minutes on one H100/H200 (most of it compiling). The environment shrinks it
-# (the tests run it this way on a CPU): WIDTH (1), SIZE (512), TRAIN_BATCH (8),
+# (the tests run it this way on a CPU): WIDTH (1), LAYERS (2: resnets per level, SD1.5's),
+# SIZE (512), TRAIN_BATCH (8),
 # SAMPLE_BATCHES ("1 8"), STEPS (50), TRAIN_REPEATS (20), SAMPLE_REPEATS (5), DTYPE
 # (bfloat16), PEAK_TFLOPS (default: the device's entry in forward.PEAK_BF16_TFLOPS).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="$(realpath -m "${1:-accelerator.json}")"
-width="${WIDTH:-1}" size="${SIZE:-512}" dtype="${DTYPE:-bfloat16}"
+width="${WIDTH:-1}" layers="${LAYERS:-2}" size="${SIZE:-512}" dtype="${DTYPE:-bfloat16}"
 parts="$(mktemp -d)"
 trap 'rm -rf "$parts"' EXIT
 cd "$here"
 peak="${PEAK_TFLOPS:-$(python -c 'from forward import peak_bf16_tflops; print(peak_bf16_tflops())' 2>/dev/null)}"
 
 echo "accelerator.sh: train step (width $width, ${size}², batch ${TRAIN_BATCH:-8}, $dtype)" >&2
-python train_step.py --width "$width" --size "$size" --batch "${TRAIN_BATCH:-8}" \
+python train_step.py --width "$width" --layers "$layers" --size "$size" --batch "${TRAIN_BATCH:-8}" \
   --dtype "$dtype" --repeats "${TRAIN_REPEATS:-20}" --peak_tflops "$peak" > "$parts/train.json"
 for batch in ${SAMPLE_BATCHES:-1 8}; do
   echo "accelerator.sh: ${STEPS:-50}-step guided DDIM, batch $batch" >&2
-  python sample.py --width "$width" --size "$size" --steps "${STEPS:-50}" --cfg \
+  python sample.py --width "$width" --layers "$layers" --size "$size" --steps "${STEPS:-50}" --cfg \
     --batch "$batch" --dtype "$dtype" --repeats "${SAMPLE_REPEATS:-5}" > "$parts/sample_$batch.json"
 done
 

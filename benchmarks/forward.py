@@ -39,12 +39,16 @@ from tip_jax.models.layers import ModelOptions
 from tip_jax.models.unet import UNet2DConditionModel, UNetConfig
 
 
-def geometry(width: float) -> UNetConfig:
+def geometry(width: float, layers: int = 2) -> UNetConfig:
+  """SD1.5's UNet with its widths scaled by `width` and `layers` resnets per level (SD1.5:
+  2; 1 halves what is traced and compiled, for smoke runs such as the tests')."""
   channels = tuple(int(round(c * width / 32)) * 32 for c in UNetConfig.sd15().block_out_channels)
-  return dataclasses.replace(UNetConfig.sd15(), block_out_channels=channels)
+  return dataclasses.replace(UNetConfig.sd15(), block_out_channels=channels,
+                             layers_per_block=layers)
 
 
-def build_models(width: float, query_chunk: int | None, dtype: str = "float32"):
+def build_models(width: float, query_chunk: int | None, dtype: str = "float32",
+                 layers: int = 2):
   """diffusers' SD1.5-geometry UNet + ControlNet (random, every ControlNet weight nudged
   so the residual path is really exercised) and ours with the same weights, computing in
   `dtype` (params stay float32 on our side; the caller casts the reference).
@@ -52,11 +56,11 @@ def build_models(width: float, query_chunk: int | None, dtype: str = "float32"):
   Returns cfg, (ref_unet, ref_controlnet), (unet, controlnet), (unet_params, cn_params).
   """
   import diffusers  # test/benchmark-only reference
-  cfg = geometry(width)
+  cfg = geometry(width, layers)
   torch.manual_seed(0)
   ref_unet = diffusers.UNet2DConditionModel(
       block_out_channels=cfg.block_out_channels, attention_head_dim=cfg.attention_head_dim,
-      cross_attention_dim=cfg.cross_attention_dim).eval()
+      cross_attention_dim=cfg.cross_attention_dim, layers_per_block=cfg.layers_per_block).eval()
   ref_cn = diffusers.ControlNetModel.from_unet(ref_unet).eval()
   with torch.no_grad():
     for p in ref_cn.parameters():

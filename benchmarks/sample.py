@@ -50,6 +50,7 @@ def main() -> None:
   parser.add_argument("--size", type=int, default=256, help="image side in pixels")
   parser.add_argument("--steps", type=int, default=10, help="DDIM steps")
   parser.add_argument("--batch", type=int, default=1, help="images per sampling run")
+  parser.add_argument("--layers", type=int, default=2, help="resnets per UNet level (SD1.5: 2)")
   parser.add_argument("--cfg", action="store_true",
                       help="classifier-free guidance: 2 rows per image per step on both sides")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -63,7 +64,7 @@ def main() -> None:
 
   import diffusers  # benchmark-only reference
   cfg, (ref_unet, ref_cn), (unet, controlnet), (unet_params, cn_params) = build_models(
-      args.width, args.query_chunk, args.dtype)
+      args.width, args.query_chunk, args.dtype, args.layers)
   device, weight_dtype = reference_device(), getattr(torch, args.dtype)
   ref_unet, ref_cn = (m.to(device, weight_dtype) for m in (ref_unet, ref_cn))
   rows, n, guidance = (2 if args.cfg else 1), args.batch, 7.5
@@ -122,7 +123,8 @@ def main() -> None:
       "ours_compile_s": round(compile_s, 1),
       "final_latent_max_abs_diff": float(np.abs(ours_out - ref_out).max()),
       "final_latent_max_abs": float(np.abs(ref_out).max()),
-      "config": {"block_out_channels": cfg.block_out_channels, "size": args.size,
+      "config": {"block_out_channels": cfg.block_out_channels, "layers": args.layers,
+                 "size": args.size,
                  "steps": args.steps, "batch": n, "cfg_rows": rows, "dtype": args.dtype,
                  "repeats": args.repeats, "attention_query_chunk": args.query_chunk,
                  "threads": args.threads or None, "reference_device": str(device),

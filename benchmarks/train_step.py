@@ -52,15 +52,16 @@ from tip_jax.models.vae import VAEConfig
 from tip_jax.train import step as step_lib
 
 
-def reduced(width: float):
-  """SD1.5's UNet, VAE and CLIP text configs with every width scaled by `width`."""
+def reduced(width: float, layers: int = 2):
+  """SD1.5's UNet, VAE and CLIP text configs with every width scaled by `width`, and
+  `layers` resnets per UNet and VAE level (SD1.5: 2)."""
   scale = lambda c, quantum: max(quantum, int(round(c * width / quantum)) * quantum)
   hidden = scale(768, 64)  # 64-wide heads, as in CLIP ViT-L/14
   text = dataclasses.replace(CLIPTextConfig.sd15(), hidden_size=hidden,
                              intermediate_size=4 * hidden, num_attention_heads=hidden // 64)
-  vae = dataclasses.replace(VAEConfig.sd(), block_out_channels=tuple(
+  vae = dataclasses.replace(VAEConfig.sd(), layers_per_block=layers, block_out_channels=tuple(
       scale(c, 32) for c in VAEConfig.sd().block_out_channels))
-  return dataclasses.replace(geometry(width), cross_attention_dim=hidden), vae, text
+  return dataclasses.replace(geometry(width, layers), cross_attention_dim=hidden), vae, text
 
 
 def build_experiment(args, configs):
@@ -119,7 +120,7 @@ def reference_models(configs, device: torch.device, weight_dtype: torch.dtype):
   torch.manual_seed(0)
   unet = diffusers.UNet2DConditionModel(
       block_out_channels=ucfg.block_out_channels, attention_head_dim=ucfg.attention_head_dim,
-      cross_attention_dim=ucfg.cross_attention_dim)
+      cross_attention_dim=ucfg.cross_attention_dim, layers_per_block=ucfg.layers_per_block)
   controlnet = diffusers.ControlNetModel.from_unet(unet).to(device).train()
   levels = len(vcfg.block_out_channels)
   vae = diffusers.AutoencoderKL(
@@ -176,6 +177,8 @@ def main() -> None:
   parser.add_argument("--width", type=float, default=0.2, help="channel multiplier vs SD1.5")
   parser.add_argument("--size", type=int, default=256, help="image side in pixels")
   parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--layers", type=int, default=2,
+                      help="resnets per UNet and VAE level (SD1.5: 2)")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--query-chunk", type=int, default=0,
@@ -188,7 +191,7 @@ def main() -> None:
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   limit_threads(args.threads)
 
-  configs = reduced(args.width)
+  configs = reduced(args.width, args.layers)
   ours, compiled, compile_s, degrade_fn, local, fusion = build_ours(args, configs)
   ref_step, ref_device = build_reference(configs, local, np.asarray(degrade_fn()), args.dtype)
 
@@ -229,6 +232,7 @@ def main() -> None:
       "config": {"unet_channels": ucfg.block_out_channels, "vae_channels": vcfg.block_out_channels,
                  "clip_width": tcfg.hidden_size, "size": args.size, "batch": args.batch,
                  "repeats": args.repeats, "dtype": args.dtype, "width": args.width,
+                 "layers": args.layers,
                  "attention_query_chunk": args.query_chunk, "ours_fusion": fusion,
                  "threads": args.threads or None, "xla_flags": os.environ.get("XLA_FLAGS", ""),
                  "degradations": list(local["restoration_prompt"]),

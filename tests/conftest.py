@@ -17,12 +17,15 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "tip_jax_test_compile_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+import functools  # noqa: E402
+
 import jax  # noqa: E402  (must follow the XLA_FLAGS line above)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tests.fixtures.torch_refs import torchvision  # noqa: E402
+from tip_jax.experiment import components  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 # transformers' and diffusers' torch models (the parity references) import torchvision,
@@ -31,6 +34,10 @@ torchvision()
 # Grain's worker processes read absl flags at start-up; under pytest no absl app has
 # parsed them (the entry points' `app.run` does), and their defaults are what we want.
 flags.FLAGS.mark_as_parsed()
+# A random backbone is a pure function of (geometry, seed, options): the session's many
+# in-process runs (trainer, evaluator, restorer) build each one once, not once per run
+# (~4 s of tracing and compile-cache reads each). Its arrays are never donated.
+components.random_backbone = functools.cache(components.random_backbone)
 
 
 @pytest.fixture

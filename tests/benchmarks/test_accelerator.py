@@ -1,6 +1,7 @@
 """benchmarks/accelerator.sh, the one command for a GPU machine, run end to end on this
-CPU at a toy size: both sides of each benchmark run, and the merged JSON has every figure
-the README's accelerator table reads (MFU from the peak given)."""
+CPU at a toy size (width 0.1, one resnet per level, 64²): both sides of each benchmark
+run, and the merged JSON has every figure the README's accelerator table reads (MFU from
+the peak given)."""
 
 import json
 import os
@@ -12,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_accelerator_script_writes_every_figure(tmp_path):
   out = tmp_path / "accelerator.json"
-  env = dict(os.environ, WIDTH="0.1", SIZE="64", TRAIN_BATCH="1", SAMPLE_BATCHES="2",
+  env = dict(os.environ, WIDTH="0.1", LAYERS="1", SIZE="64", TRAIN_BATCH="1", SAMPLE_BATCHES="2",
              STEPS="2", TRAIN_REPEATS="1", SAMPLE_REPEATS="1", DTYPE="float32",
              PEAK_TFLOPS="1", PATH=os.path.dirname(sys.executable) + os.pathsep +
              os.environ.get("PATH", ""))
@@ -33,4 +34,5 @@ def test_accelerator_script_writes_every_figure(tmp_path):
   # Same weights, same noise: the final latents agree (float32, 2 guided steps).
   assert sample["detail"]["final_latent_max_abs_diff"] < 1e-3 * max(
       1.0, sample["detail"]["final_latent_max_abs"])
+  assert train["detail"]["config"]["layers"] == 1 and sample["detail"]["config"]["layers"] == 1
   assert result["peak_bf16_tflops"] == 1.0 and result["machine"]["device_kind"] == "cpu"

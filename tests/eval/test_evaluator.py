@@ -4,6 +4,7 @@ the trainer's final checkpoint."""
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.fixtures.checkpoint import tiny_checkpoint  # noqa: F401  (a fixture)
 from tests.train.test_trainer import ROOT, flags_for, subprocess_env, tiny_config
 from tip_jax.eval import evaluator
 
@@ -72,14 +74,15 @@ def test_evaluator_follows_training_once_per_checkpoint_across_a_sigkill(tmp_pat
   assert len(scored_again) == len(set(scored_again))
 
 
-def test_a_checkpoint_deleted_before_it_is_read_is_skipped(tmp_path):
-  from tip_jax.train import trainer
+def test_a_checkpoint_deleted_before_it_is_read_is_skipped(
+    tiny_checkpoint, tmp_path):  # noqa: F811
+  # The session's 2-step run (its one checkpoint: step 2), scored in a copy of its workdir.
+  workdir = shutil.copytree(tiny_checkpoint, tmp_path / "run")
   # Batches of 3 for 4 images: the last is padded to 3 and cut back to 1.
-  config = tiny_config(total_steps=2, checkpoint_every_steps=2, **{
+  config = tiny_config(total_steps=2, **{
       **EVAL_OVERRIDES, "evals.batch_size": 3, "evals.val_source": "demo",
       "evals.val_batches": 2})
-  trainer.train(config, str(tmp_path))
-  job = evaluator.Evaluator(config, str(tmp_path))
+  job = evaluator.Evaluator(config, str(workdir))
   assert job.evaluate(4) is None           # never written (or already collected)
   assert job.state.skipped == [4]
   results = job.evaluate(2)

@@ -1,6 +1,8 @@
-"""Per-role checkpoint items and the new-checkpoint iterator an evaluator polls with.
+"""Per-role checkpoint items, the new-checkpoint iterator an evaluator polls with, and
+what inference reads from a finished run.
 
-(The trainer tests cover save/restore of a whole run and `runs.load_for_inference` on it.)
+(The fault tests cover save/restore of whole runs: every restart there ends bitwise where
+the uninterrupted run does.)
 """
 
 import threading
@@ -10,8 +12,34 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from flax.traverse_util import flatten_dict
+
+from tests.fixtures.checkpoint import STRAIGHT_STEPS
+from tests.fixtures.checkpoint import straight  # noqa: F401  (a fixture)
 from tip_jax.errors import CheckpointError
 from tip_jax.experiment import checkpoint, runs
+from tip_jax.restore import TIPRestorer
+
+
+def test_a_finished_run_holds_what_inference_needs(straight):  # noqa: F811
+  """The checkpoint alone gives inference its model: EMA params, config, backbone; and
+  `TIPRestorer.from_checkpoint` restores with it (any size: 40x24 is padded)."""
+  workdir, _, ema = straight
+  assert checkpoint.is_complete(str(workdir))
+  items = {p.name for p in (workdir / "checkpoints" / str(STRAIGHT_STEPS)).iterdir()
+           if p.is_dir()}
+  assert items == {"params", "ema_params", "opt_state", "data", "config"}
+  trained = runs.load_for_inference(str(workdir))
+  assert trained.step == STRAIGHT_STEPS and trained.resolution == 32
+  got = flatten_dict(trained.controlnet_params)
+  assert got.keys() == ema.keys() and all(np.array_equal(ema[k], np.asarray(got[k])) for k in ema)
+
+  restorer = TIPRestorer.from_checkpoint(str(workdir))
+  image = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+  out = restorer.restore(image, "a photo", "Deblur with sigma 2.0;", steps=2, seed=0)
+  assert out.shape == (24, 40, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, restorer.restore(image, "a photo", "Deblur with sigma 2.0;",
+                                                      steps=2, seed=0))
 
 
 def _save_params(mngr, step):

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.fixtures.checkpoint import cut_array_data
+from tests.fixtures.checkpoint import STRAIGHT_STEPS, cut_array_data
+from tests.fixtures.checkpoint import straight  # noqa: F401  (a fixture)
 from tests.train.test_trainer import (ROOT, WORKER, flags_for, params_of, subprocess_env,
                                       tiny_config, train_on_one_device)
 from tip_jax.errors import CheckpointError, TrainingError
@@ -30,15 +31,8 @@ from tip_jax.restore import TIPRestorer
 from tip_jax.train import step as step_lib
 from tip_jax.train import trainer
 
-STEPS = {"total_steps": 9}
+STEPS = {"total_steps": STRAIGHT_STEPS}
 WORKERS = {**STEPS, "data.num_workers": 1}  # one Grain worker: the same batches as none
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-  """An uninterrupted run: its workdir (checkpoints 3, 6, 9) and final params."""
-  workdir = tmp_path_factory.mktemp("straight")
-  return workdir, params_of(train_on_one_device(workdir, **STEPS))
 
 
 def _same(params, straight_params):
@@ -82,7 +76,7 @@ def _damaged_copy(straight, tmp_path):
   return workdir
 
 
-def test_a_damaged_newest_checkpoint(straight, tmp_path, caplog):
+def test_a_damaged_newest_checkpoint(straight, tmp_path, caplog):  # noqa: F811
   """The restorer stops with one line naming it; the evaluator skips it; the trainer
   sets it aside, resumes from step 6 and ends bitwise equal."""
   workdir = _damaged_copy(straight, tmp_path)
@@ -105,7 +99,7 @@ def test_a_damaged_newest_checkpoint(straight, tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_tip_restore_on_a_damaged_checkpoint_is_one_line(straight, tmp_path):
+def test_tip_restore_on_a_damaged_checkpoint_is_one_line(straight, tmp_path):  # noqa: F811
   workdir = _damaged_copy(straight, tmp_path)
   image = tmp_path / "in.png"
   write_png(np.zeros((32, 32, 3), np.uint8), str(image))
@@ -145,27 +139,8 @@ def test_a_refused_write_stops_with_one_line_and_keeps_the_earlier_checkpoint(
 
 
 @pytest.mark.slow
-def test_permission_denied_stops_with_one_line(tmp_path):
-  """The checkpoints folder turns read-only before step 6's save (root's override of
-  permissions dropped with setpriv)."""
-  prefix = ()
-  if os.geteuid() == 0:
-    if not shutil.which("setpriv"):
-      pytest.skip("root without setpriv: permissions cannot be enforced")
-    prefix = ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
-  workdir = tmp_path / "run"
-  proc = _worker(workdir, "--read_only_at_save=6", prefix=prefix)
-  (workdir / "checkpoints").chmod(0o755)
-  assert proc.returncode == 1, proc.stderr[-3000:]
-  _clean(proc.stderr)
-  assert re.fullmatch(rf"tip-train: checkpoint save at step 6 failed: permission denied in "
-                      rf"{workdir}/checkpoints \(a checkpoint here takes .+\)",
-                      _last_line(proc.stderr)), _last_line(proc.stderr)
-  assert _folders(workdir) == ["3"]
-
-
-@pytest.mark.slow
-def test_a_dying_data_worker_stops_with_one_line_and_the_restart_is_exact(straight, tmp_path):
+def test_a_dying_data_worker_stops_with_one_line_and_the_restart_is_exact(
+    straight, tmp_path):  # noqa: F811
   workdir = tmp_path / "run"
   proc = _worker(workdir, "--kill_data_worker_at=2")
   ended = time.time()
@@ -188,7 +163,7 @@ def test_a_dying_data_worker_stops_with_one_line_and_the_restart_is_exact(straig
 
 
 @pytest.mark.slow
-def test_sigterm_during_an_async_save(straight, tmp_path):
+def test_sigterm_during_an_async_save(straight, tmp_path):  # noqa: F811
   """SIGTERM to the process group (the trainer and its data worker) while step 3's save
   is in flight: that save lands, the current step is saved, exit 0; resume is exact."""
   workdir = tmp_path / "run"
@@ -202,7 +177,7 @@ def test_sigterm_during_an_async_save(straight, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_save(straight, tmp_path, caplog):
+def test_sigkill_during_a_save(straight, tmp_path, caplog):  # noqa: F811
   """SIGKILL while step 6 is being saved: the unfinished folder is removed at restart,
   which resumes from step 3 and ends bitwise equal; the data worker does not outlive
   its trainer."""

@@ -12,12 +12,12 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from tests.train.test_pretrain import scalar_tags
-from tests.train.test_trainer import ROOT, max_diff, params_of, subprocess_env
+from tests.train.test_trainer import (ROOT, max_diff, params_of, subprocess_env,
+                                      train_on_one_device)
 from tip_jax.errors import CheckpointError
 from tip_jax.estimate import load
 from tip_jax.experiment import runs
 from tip_jax.experiment.config import load_config
-from tip_jax.train import trainer
 
 OVERRIDES = {"data.resolution": 32, "data.num_workers": 0, "batch_size": 8,
              "log_every_steps": 1, "checkpoint_every_steps": 2, "sample_every_steps": 0,
@@ -32,13 +32,13 @@ def estimator_config(**overrides):
 
 @pytest.mark.slow
 def test_the_estimator_trains_resumes_and_exports(tmp_path):
-  straight = trainer.train(estimator_config(total_steps=4, sample_every_steps=4),
-                           str(tmp_path / "straight"))
+  straight = train_on_one_device(tmp_path / "straight",
+                                 estimator_config(total_steps=4, sample_every_steps=4))
   assert (tmp_path / "straight" / "samples" / "step_0000004.png").is_file()
   assert {"loss", "blind_bce", "presence_bce", "strength_l1", "presence_accuracy/jpeg_quality",
           "samples/exact_prompts"} <= scalar_tags(tmp_path / "straight")
-  trainer.train(estimator_config(total_steps=2), str(tmp_path / "resumed"))
-  resumed = trainer.train(estimator_config(total_steps=4), str(tmp_path / "resumed"))
+  train_on_one_device(tmp_path / "resumed", estimator_config(total_steps=2))
+  resumed = train_on_one_device(tmp_path / "resumed", estimator_config(total_steps=4))
   a, b = params_of(straight), params_of(resumed)
   assert all(np.array_equal(a[k], b[k]) for k in a), max_diff(a, b)
 

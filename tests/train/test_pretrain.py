@@ -15,13 +15,13 @@ from flax.traverse_util import flatten_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.fixtures.checkpoint import cut_array_data
-from tests.train.test_trainer import ROOT, WORKER, max_diff, params_of, subprocess_env
+from tests.train.test_trainer import (ROOT, WORKER, max_diff, params_of, subprocess_env,
+                                      train_on_one_device)
 from tip_jax.convert.diffusers import load_backbone
 from tip_jax.errors import CheckpointError, ConfigError
 from tip_jax.eval.evaluator import Evaluator
 from tip_jax.experiment import runs
 from tip_jax.experiment.config import load_config
-from tip_jax.train import trainer
 from tip_jax.train.export import export_backbone
 
 CONFIG_FILE = ROOT / "configs" / "prior.py"
@@ -50,8 +50,8 @@ def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
   the step-2 checkpoint, restart to 4. The export carries the EMA VAE and the latent
   scaling factor measured on training crops. With step 4's arrays then cut short, the
   export names the file and the trainer resumes from step 2, again bitwise."""
-  straight = trainer.train(prior_config("vae", total_steps=4, sample_every_steps=4),
-                           str(tmp_path / "straight"))
+  straight = train_on_one_device(tmp_path / "straight",
+                                 prior_config("vae", total_steps=4, sample_every_steps=4))
   assert (tmp_path / "straight" / "samples" / "step_0000004.png").is_file()
   assert {"loss", "l1", "lpips", "kl", "grad_norm", "samples/psnr"} <= scalar_tags(
       tmp_path / "straight")
@@ -60,10 +60,10 @@ def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
   flags = [f"--config={CONFIG_FILE}:vae"] + [f"--config.{k}={v}" for k, v in
                                              {**OVERRIDES, "total_steps": 4}.items()]
   proc = subprocess.run([sys.executable, str(WORKER), *flags, f"--workdir={killed}",
-                         "--kill_after_save=2"], env=subprocess_env(), capture_output=True,
-                        text=True, timeout=600)
+                         "--kill_after_save=2", "--devices=1"], env=subprocess_env(),
+                        capture_output=True, text=True, timeout=600)
   assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-  resumed = trainer.train(prior_config("vae", total_steps=4), str(killed))
+  resumed = train_on_one_device(killed, prior_config("vae", total_steps=4))
   a, b = params_of(straight), params_of(resumed)
   assert all(np.array_equal(a[k], b[k]) for k in a), max_diff(a, b)
 
@@ -92,7 +92,7 @@ def test_vae_pretraining_resumes_bitwise_after_sigkill_and_exports(tmp_path):
   with pytest.raises(CheckpointError, match=rf"^checkpoint step 4 in {killed}/checkpoints "
                      r"cannot be read: ema_params/ array \S+ \(OUT_OF_RANGE: "):
     runs.load_pretrained_backbone(str(killed))
-  redone = trainer.train(prior_config("vae", total_steps=4), str(killed))
+  redone = train_on_one_device(killed, prior_config("vae", total_steps=4))
   a, b = params_of(straight), params_of(redone)
   assert all(np.array_equal(a[k], b[k]) for k in a), max_diff(a, b)
   assert (killed / "checkpoints" / "4.corrupt").is_dir()
@@ -106,7 +106,7 @@ def test_unet_pretraining_samples_and_exports_a_backbone_tip_reads(tmp_path):
   workdir = tmp_path / "unet"
   config = prior_config("unet", total_steps=2, sample_every_steps=2,
                         **{"model.backbone": "random", "unet.prediction_type": "v_prediction"})
-  state = trainer.train(config, str(workdir))
+  state = train_on_one_device(workdir, config)
   assert (workdir / "samples" / "step_0000002.png").is_file()
   assert {"loss", "grad_norm", "samples"} <= scalar_tags(workdir)
   with pytest.raises(ConfigError, match="the evaluator scores TIP runs"):
