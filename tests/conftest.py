@@ -1,5 +1,6 @@
 """Test set-up: 8 fake CPU devices, forced before jax is imported anywhere."""
 
+import functools
 import os
 import tempfile
 
@@ -16,8 +17,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "tip_jax_test_compile_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-
-import functools  # noqa: E402
 
 import jax  # noqa: E402  (must follow the XLA_FLAGS line above)
 import numpy as np  # noqa: E402

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from flax.traverse_util import flatten_dict
 
 from tests.fixtures.checkpoint import STRAIGHT_STEPS

@@ -40,8 +40,8 @@ def _same(params, straight_params):
   assert all(np.array_equal(params[k], straight_params[k]) for k in params)
 
 
-def _worker(workdir, *faults, new_session=False, prefix=(), **overrides):
-  return subprocess.run([*prefix, sys.executable, str(WORKER),
+def _worker(workdir, *faults, new_session=False, **overrides):
+  return subprocess.run([sys.executable, str(WORKER),
                          *flags_for(**{**WORKERS, **overrides}), f"--workdir={workdir}",
                          "--devices=1", *faults], env=subprocess_env(), capture_output=True,
                         text=True, timeout=600, cwd=ROOT, start_new_session=new_session)
