@@ -26,7 +26,6 @@ setup(
     install_requires=[
         "absl-py",
         "array_record>=0.8",
-        "clu==0.0.12",  # metric writers, periodic actions
         "etils[epath]",
         "flax>=0.12,<0.13",
         "grain>=0.2.18,<0.3",
@@ -44,8 +43,8 @@ setup(
         "scikit-image",
         "scikit-learn",
         "scipy",  # sqrtm of the Fréchet distance (FID), as pytorch-fid computes it
+        # TensorBoard event files, written without TensorFlow (tip_jax.experiment.summaries).
         "tensorboard",
-        "tensorflow-cpu",  # clu.metric_writers imports tensorflow for its summary writer
         "tqdm",
         # LPIPS AlexNet/VGG trunks + lin layers as numpy pickles (BSD); read with
         # tip_jax.unpickle, never with pickle.load.
@@ -65,6 +64,7 @@ setup(
             "scipy",
             "setuptools",  # builds BasicSR's sdist with --no-build-isolation (see .ci/run)
             "tensorflow-datasets",  # TFDS data sources (the tests also need tensorflow)
+            "tensorflow-cpu",
             # TFDS imports it (undeclared) for builders defined in a package, as tests/ is.
             "importlib_resources",
             # Metric references: the lpips and pytorch-fid packages (their nets come
@@ -82,8 +82,12 @@ setup(
         # tip-demo's web page. Not a core dependency: it brings a web stack (fastapi,
         # uvicorn, pandas) that training jobs on pods do not need.
         "demo": ["gradio>=6,<7"],
-        "tpu": ["jax[tpu]>=0.10,<0.11"],
-        "cuda": ["jax[cuda12]>=0.10,<0.11"],
+        # TFDS data sources and `tip-prepare --tfds` (tip_jax.data.sources.import_tfds).
+        "tfds": ["tensorflow-datasets", "tensorflow-cpu", "importlib_resources"],
+        # Accelerator jobs; gcsfs serves gs:// workdirs to etils' paths and TensorBoard's
+        # writer (Orbax reaches GCS through tensorstore itself).
+        "tpu": ["jax[tpu]>=0.10,<0.11", "gcsfs"],
+        "cuda": ["jax[cuda12]>=0.10,<0.11", "gcsfs"],
     },
     entry_points={"console_scripts": [
         f"tip-{name.replace('_', '-')}=tip_jax.cli.{name}:run"

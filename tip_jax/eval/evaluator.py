@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from etils import epath
 
 from tip_jax import __version__
@@ -44,6 +43,7 @@ from tip_jax.eval.modes import INPUT_MODE, Mode, modes
 from tip_jax.experiment import checkpoint as ckpt_lib
 from tip_jax.experiment import loss as loss_lib
 from tip_jax.experiment import setup as setup_lib
+from tip_jax.experiment import summaries
 from tip_jax.image_io import labelled_grid, write_atomically, write_png
 from tip_jax.metrics import fid as fid_lib
 from tip_jax.restore import TIPRestorer
@@ -156,8 +156,7 @@ class Evaluator:
     self.state = State(os.path.join(self.folder, "state.json"))
     self.validation = (_Validation(self.exp, self.evals)
                        if self.evals.val_source and self.evals.val_batches else None)
-    self.writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0)
+    self.writer = summaries.SummaryWriter(workdir, write=jax.process_index() == 0)
 
   # ---- The job.
   def run(self) -> dict[int, dict]:

@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from tip_jax.data.config import DataConfig
@@ -32,6 +31,7 @@ from tip_jax.degrade import degrade, params_from_tree, restoration_prompt
 from tip_jax.diffusion import samplers
 from tip_jax.estimate.estimator import Estimator
 from tip_jax.experiment import estimator as estimator_lib
+from tip_jax.experiment import summaries
 from tip_jax.experiment.setup import Experiment
 from tip_jax.image_io import labelled_grid, write_png
 from tip_jax.metrics.pixel import psnr
@@ -54,7 +54,7 @@ class _Grid(abc.ABC):
 
   columns = 3
 
-  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+  def __init__(self, exp: Experiment, writer: summaries.SummaryWriter):
     self.writer = writer
     self.folder = os.path.join(exp.workdir, "samples")
 
@@ -80,7 +80,7 @@ class _Grid(abc.ABC):
 class SampleGrids(_Grid):
   """TIP: degraded | restored | clean, labelled with the prompts given."""
 
-  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+  def __init__(self, exp: Experiment, writer: summaries.SummaryWriter):
     super().__init__(exp, writer)
     config, degrade_config = exp.config, exp.degrade_config
     batch = _examples(exp)
@@ -120,7 +120,7 @@ class Reconstructions(_Grid):
 
   columns = 4
 
-  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+  def __init__(self, exp: Experiment, writer: summaries.SummaryWriter):
     super().__init__(exp, writer)
     self.clean = _examples(exp)["image"].astype(np.float32) / 255
     self.vae = exp.task.module
@@ -157,7 +157,7 @@ class TextToImage(_Grid):
 
   columns = 4
 
-  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+  def __init__(self, exp: Experiment, writer: summaries.SummaryWriter):
     super().__init__(exp, writer)
     batch = _examples(exp, semantic_dropout=0.0)
     self.clean = batch["image"].astype(np.float32) / 255
@@ -194,7 +194,7 @@ class Estimates(_Grid):
 
   columns = 4
 
-  def __init__(self, exp: Experiment, writer: metric_writers.MetricWriter):
+  def __init__(self, exp: Experiment, writer: summaries.SummaryWriter):
     super().__init__(exp, writer)
     batch = _examples(exp)
     params = params_from_tree(batch["degrade"], exp.degrade_config)

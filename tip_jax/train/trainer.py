@@ -22,7 +22,6 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, periodic_actions
 from flax import traverse_util
 from tqdm import tqdm
 
@@ -33,6 +32,7 @@ from tip_jax.experiment import distributed
 from tip_jax.experiment import loss as loss_lib
 from tip_jax.experiment import setup as setup_lib
 from tip_jax.experiment import state as state_lib
+from tip_jax.experiment import summaries
 from tip_jax.train import samples
 from tip_jax.train import step as step_lib
 
@@ -68,6 +68,38 @@ def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Every config leaf as `a.b.c: value` (TensorBoard's hparams are flat scalars)."""
   flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
   return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
+
+
+class _ProfileWindow:
+  """A `jax.profiler` trace of `steps` steps from step `first` on (process 0), written
+  under `workdir/plugins/profile` for TensorBoard's profile tab; 0 steps: none."""
+
+  def __init__(self, workdir: str, first: int, steps: int):
+    self.workdir, self.first, self.last = workdir, first, first + steps
+    self.enabled = steps > 0 and jax.process_index() == 0
+    self.tracing = False
+
+  def __call__(self, step: int) -> None:
+    if self.enabled and not self.tracing and step == self.first:
+      jax.profiler.start_trace(self.workdir)
+      self.tracing = True
+    elif self.tracing and step >= self.last:
+      self.stop()
+
+  def stop(self) -> None:
+    if self.tracing:
+      jax.profiler.stop_trace()
+      self.tracing = False
+      logging.info("profile of steps %d-%d written under %s", self.first, self.last,
+                   self.workdir)
+
+
+def _log_progress(step: int, total: int, steps_per_s: float) -> None:
+  """The log's view of the progress bar (pods' logs have no terminal)."""
+  eta = (total - step) / steps_per_s if steps_per_s > 0 else float("inf")
+  logging.info("step %d/%d (%.1f%%), %.3g steps/s, ETA %s", step, total, 100 * step / total,
+               steps_per_s, "?" if eta == float("inf") else time.strftime(
+                   "%H:%M:%S", time.gmtime(eta)) if eta < 86400 else f"{eta / 3600:.0f} h")
 
 
 def _log_compiled(compiled: Any, seconds: float) -> None:
@@ -152,15 +184,9 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
 
   # ---- The step, compiled once ahead of time.
   step_fn = step_lib.make_train_step(exp.task, config, exp.tx)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = summaries.SummaryWriter(workdir, write=jax.process_index() == 0)
   writer.write_hparams(flat_hparams(config))
-  hooks = []
-  if jax.process_index() == 0:
-    hooks.append(periodic_actions.ReportProgress(num_train_steps=config.total_steps,
-                                                 writer=writer))
-    if config.profile_steps:
-      hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=config.profile_steps,
-                                            first_profile=step + config.log_every_steps))
+  profile = _ProfileWindow(workdir, step + config.log_every_steps, config.profile_steps)
   grids = samples.GRIDS[exp.task.name](exp, writer) if config.sample_every_steps else None
   # On a terminal (process 0 only) a progress bar with the latest loss; logs go on as usual.
   bar = tqdm(total=config.total_steps, initial=step, desc="training", unit="step",
@@ -194,8 +220,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
       step += 1
     history.append(metrics)
     bar.update()
-    for hook in hooks:
-      hook(step)
+    profile(step)
 
     if step % config.log_every_steps == 0 or step == config.total_steps:
       values = jax.device_get(history)
@@ -206,6 +231,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
       scalars["images_per_s"] = scalars["steps_per_s"] * config.batch_size
       scalars.update(data_counts)
       writer.write_scalars(step, scalars)
+      _log_progress(step, config.total_steps, scalars["steps_per_s"])
       bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
       history, interval_start, interval_step = [], time.perf_counter(), step
       ckpt_lib.raise_if_save_failed(mngr, state)  # a full disk stops the run here
@@ -227,6 +253,7 @@ def _train(exp: setup_lib.Experiment, stop: _StopFlag, data_iter: Any,
       break
 
   bar.close()
+  profile.stop()
   ckpt_lib.wait(mngr, state)
   if step >= config.total_steps:
     ckpt_lib.mark_complete(workdir, step)
