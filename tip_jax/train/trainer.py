@@ -11,6 +11,7 @@ what stops a run is one line (README "When things go wrong").
 
 from __future__ import annotations
 
+import datetime
 import errno
 import os
 import signal
@@ -96,10 +97,10 @@ class _ProfileWindow:
 
 def _log_progress(step: int, total: int, steps_per_s: float) -> None:
   """The log's view of the progress bar (pods' logs have no terminal)."""
-  eta = (total - step) / steps_per_s if steps_per_s > 0 else float("inf")
+  eta = (str(datetime.timedelta(seconds=round((total - step) / steps_per_s)))
+         if steps_per_s > 0 else "?")
   logging.info("step %d/%d (%.1f%%), %.3g steps/s, ETA %s", step, total, 100 * step / total,
-               steps_per_s, "?" if eta == float("inf") else time.strftime(
-                   "%H:%M:%S", time.gmtime(eta)) if eta < 86400 else f"{eta / 3600:.0f} h")
+               steps_per_s, eta)
 
 
 def _log_compiled(compiled: Any, seconds: float) -> None:
