@@ -55,6 +55,7 @@ setup(
         "test": [
             "import-linter",   # the layer contract in .importlinter, checked by .ci/run
             "pytest",
+            "pytest-xdist",  # pytest.ini runs the suite in two worker processes
             # scikit-image's wavelet noise estimator (estimate_sigma) needs it: the
             # degradation estimator's noise table is measured against that estimator.
             "PyWavelets",

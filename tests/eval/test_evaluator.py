@@ -39,7 +39,7 @@ def _state(workdir):
 @pytest.mark.slow
 def test_evaluator_follows_training_once_per_checkpoint_across_a_sigkill(tmp_path):
   workdir = tmp_path / "run"
-  args = flags_for(total_steps=6, checkpoint_every_steps=2, **EVAL_OVERRIDES) + [
+  args = flags_for(total_steps=4, checkpoint_every_steps=2, **EVAL_OVERRIDES) + [
       f"--workdir={workdir}"]
   trainer = _start(args, tmp_path / "train.log")
   first = _start(args, tmp_path / "eval1.log", mode="eval")
@@ -58,10 +58,10 @@ def test_evaluator_follows_training_once_per_checkpoint_across_a_sigkill(tmp_pat
   assert second.wait(timeout=900) == 0, (tmp_path / "eval2.log").read_text()[-3000:]
 
   state = _state(workdir)
-  assert state["complete"] == [2, 4, 6] and state["skipped"] == []
+  assert state["complete"] == [2, 4] and state["skipped"] == []
   modes = sorted(tiny_config().evals.modes)
   sets = ("embedded_param_32", "embedded_realesrgan_32")
-  for step in ("2", "4", "6"):
+  for step in ("2", "4"):
     assert set(state["results"][step]) == {f"{s}/{m}" for s in sets for m in modes}
     for result in state["results"][step].values():
       assert set(result) == {"psnr", "ssim", "lpips"} and result["psnr"]["count"] == 4
@@ -78,10 +78,13 @@ def test_a_checkpoint_deleted_before_it_is_read_is_skipped(
     tiny_checkpoint, tmp_path):  # noqa: F811
   # The session's 2-step run (its one checkpoint: step 2), scored in a copy of its workdir.
   workdir = shutil.copytree(tiny_checkpoint, tmp_path / "run")
-  # Batches of 3 for 4 images: the last is padded to 3 and cut back to 1.
+  # Batches of 3 for 4 images: the last is padded to 3 and cut back to 1. Two of the
+  # config's modes, one with sampler options (the SIGKILL test above scores them all).
   config = tiny_config(total_steps=2, **{
       **EVAL_OVERRIDES, "evals.batch_size": 3, "evals.val_source": "demo",
-      "evals.val_batches": 2})
+      "evals.val_batches": 2,
+      "evals.modes": {"full": ("caption", "values"),
+                      "blind_1step_wavelet": ("", "blind", "steps=1,color_fix=wavelet")}})
   job = evaluator.Evaluator(config, str(workdir))
   assert job.evaluate(4) is None           # never written (or already collected)
   assert job.state.skipped == [4]
