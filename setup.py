@@ -56,6 +56,7 @@ setup(
             "import-linter",   # the layer contract in .importlinter, checked by .ci/run
             "pytest",
             "pytest-xdist",  # pytest.ini runs the suite in two worker processes
+            "filelock",  # the session's trained runs, shared by the xdist workers
             # scikit-image's wavelet noise estimator (estimate_sigma) needs it: the
             # degradation estimator's noise table is measured against that estimator.
             "PyWavelets",
