@@ -200,9 +200,13 @@ def test_a_stuck_run_stops_with_one_line(tmp_path, monkeypatch):
   class PoisonedFromBatch4(grain.DatasetIterator):
     """The pipeline's iterator (its state checkpointed as usual), NaN from batch 4."""
 
+    def __init__(self, parent):
+      super().__init__(parent)
+      self.count = 0
+
     def __next__(self):
       batch = next(self._parent)
-      self.count = getattr(self, "count", 0) + 1
+      self.count += 1
       if self.count > 3:
         batch["degrade"] = jax.tree.map(
             lambda x: np.full_like(x, np.nan) if np.issubdtype(x.dtype, np.floating) else x,
