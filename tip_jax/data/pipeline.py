@@ -52,7 +52,7 @@ import secrets
 import signal
 import threading
 import time
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
 import grain
@@ -226,7 +226,12 @@ def close(iterator: grain.DatasetIterator) -> None:
     except FileNotFoundError:
       continue
     block.close()
-    block.unlink()
+    try:
+      block.unlink()  # also unregisters it from Python's resource tracker
+    except FileNotFoundError:
+      # Grain's thread freed it since the listing; attaching registered it again, and a
+      # block left registered is a "leaked shared_memory" warning at exit.
+      resource_tracker.unregister(block._name, "shared_memory")  # pylint: disable=protected-access
 
 
 def next_batch(iterator: grain.DatasetIterator) -> dict[str, Any]:
