@@ -16,6 +16,10 @@ layout the run's `model.timestep_spacing` sets) restores the embedded held-out s
 and B at the run's resolution (built in a temporary folder, as the trainer builds
 them: same crops, same degraded inputs) with the same seeds, and is scored by PSNR,
 SSIM and LPIPS beside the degraded input. Prints one JSON object.
+
+`--split train+extra` builds the same kind of sets from the photos the tiny config
+trains on instead: a validation split on which to choose inference options (e.g.
+`color_fix_levels`) before scoring them on the held-out photos.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def _score(scorer: scoring.Scorer, images, gt) -> dict[str, float]:
 
 
 def measure(workdir: str, variants=DEFAULT_VARIANTS, count: int = 48, steps: int = 20,
-            batch: int = 8, seed: int = 0) -> dict:
+            batch: int = 8, seed: int = 0, split: str = "heldout") -> dict:
   """{set: {"input": scores, "variants": [variant + scores, ...]}} for a TIP run."""
   for v in variants:
     if v.get("mode", "full") not in MODES:
@@ -62,7 +66,7 @@ def measure(workdir: str, variants=DEFAULT_VARIANTS, count: int = 48, steps: int
   out = {}
   with tempfile.TemporaryDirectory() as folder:
     for eval_set in sets.ensure_embedded(folder, size=restorer.resolution, count=count,
-                                         seed=seed):
+                                         seed=seed, split=split):
       out[eval_set.name] = _measure_set(restorer, scorer, eval_set, variants, steps, batch)
   return out
 
@@ -108,10 +112,13 @@ def main() -> None:
   parser.add_argument("--count", type=int, default=48)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--split", default="heldout", help="the bundled photos the sets are "
+                      "cut from: heldout (scoring) or, to choose options on, train+extra")
   args = parser.parse_args()
   from forward import machine  # benchmarks/ is on the path when this runs as a script
   variants = json.loads(args.variants) if args.variants else DEFAULT_VARIANTS
-  result = measure(args.workdir, variants, args.count, args.steps, seed=args.seed)
+  result = measure(args.workdir, variants, args.count, args.steps, seed=args.seed,
+                   split=args.split)
   print(json.dumps({"workdir": args.workdir, "sets": result, "config": vars(args),
                     "machine": machine()}))
 

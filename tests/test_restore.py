@@ -145,6 +145,12 @@ def test_color_fix_moves_colour_towards_the_input(rng):
   low = colorfix.low_frequencies
   before = jnp.abs(low(output) - low(reference)).mean()
   assert jnp.abs(low(wavelet) - low(reference)).mean() < 0.2 * before
+  # Two levels take the input's finer band too (which five leave to the output).
+  fine = colorfix.color_fix(output, reference, "wavelet", 2)
+  band = lambda x: jnp.abs(low(x, 2) - low(reference, 2)).mean()  # noqa: E731
+  assert band(fine) < 0.5 * band(wavelet), (band(fine), band(wavelet))
+  with pytest.raises(ValueError, match="levels"):
+    colorfix.color_fix(output, reference, "wavelet", 0)
   with pytest.raises(ValueError, match="colour fix"):
     colorfix.color_fix(output, reference, "histogram")
 
@@ -278,3 +284,28 @@ def test_auto_without_an_estimator_names_the_missing_file(restorer, monkeypatch,
   with pytest.raises(CheckpointError, match=rf"^{tmp_path}/estimator/config.json: no such "
                                             "file \\(the degradation estimator"):
     fresh.restore(_image(32, 32), restoration_prompt="auto", steps=1)
+
+
+def test_samples_average_the_decoded_draws(restorer, monkeypatch):
+  """`samples=3` decodes three draws per image (the first is the one-draw restore's) and
+  returns their mean, rounded as one draw is (within a grey level: XLA may divide in
+  another order)."""
+  image = _image(40, 56, 3)
+  decoded = []
+
+  def recording(*args, **kwargs):
+    decoded.append(sampling.decode(*args, **kwargs))
+    return decoded[-1]
+
+  monkeypatch.setattr(restore_lib, "decode", recording)
+  averaged = restorer.restore(image, restoration_prompt="Deblur with sigma 2.0", steps=2,
+                              seed=4, samples=3)
+  assert len(decoded) == 3 and not np.allclose(decoded[0], decoded[1])
+  mean = (np.asarray(decoded[0]) + decoded[1] + decoded[2])[0, :40, :56] / 3  # unpadded
+  diff = np.abs(averaged - np.round(np.clip(mean + 1, 0, 2) * 127.5))
+  assert diff.max() <= 1 and np.mean(diff > 0) < 0.01, (diff.max(), np.mean(diff > 0))
+  one = restorer.restore(image, restoration_prompt="Deblur with sigma 2.0", steps=2, seed=4)
+  np.testing.assert_array_equal(
+      one, np.round(np.clip(np.asarray(decoded[0])[0, :40, :56] + 1, 0, 2) * 127.5).astype(np.uint8))
+  with pytest.raises(ValueError, match="samples"):
+    restorer.restore(image, steps=1, samples=0)

@@ -174,8 +174,9 @@ class TIPRestorer:
                     sampler: str = "ddim", restoration_guidance: float = 1.0,
                     control_scale: float = 1.0, strength: float = 1.0,
                     tile: int | None = None, tile_overlap: int | None = None,
-                    color_fix: str | None = None, upsample: bool = True,
-                    devices: int | None = None,
+                    color_fix: str | None = None,
+                    color_fix_levels: int = colorfix.LEVELS, samples: int = 1,
+                    upsample: bool = True, devices: int | None = None,
                     batch_sharding: jax.sharding.NamedSharding | None = None) -> np.ndarray:
     """Same-size uint8 images (after any "Upsample to" resize), each with its own prompts
     (a str applies to all) → uint8 (B, H', W', 3), in one sampling program. A
@@ -192,6 +193,11 @@ class TIPRestorer:
     tile: tile side in pixels (default: the model's resolution; 0 = never tile);
       tile_overlap: in pixels (default tile / 4).
     color_fix: None, "adain" or "wavelet" (towards the input's low frequencies).
+    color_fix_levels: the wavelet split's levels (StableSR's 5 by default; fewer keep
+      more of the input: a finer low band).
+    samples: restorations drawn per image (draw k > 0 from `fold_in(key(seed), k)`) and
+      averaged as decoded images: an estimate of the posterior mean, the restoration
+      that PSNR rewards (one draw is a sample, which LPIPS prefers); not the paper's.
     upsample: with an "Upsample to Fx" prompt, take the input as the small image and
       resize it by F (bicubic) as training did, before restoring.
     devices: spread the tiles over this many devices.
@@ -200,6 +206,8 @@ class TIPRestorer:
       like the trainer's frozen backbone).
     """
     n = len(images)
+    if samples < 1:
+      raise ValueError(f"samples must be at least 1, got {samples}")
     semantic = [self.semantic_conditioning(t)
                 for t in _per_image(semantic_prompts, n, "semantic_prompts")]
     typed = _per_image(restoration_prompts, n, "restoration_prompts")
@@ -227,30 +235,43 @@ class TIPRestorer:
     sem_states, res_states = self._embeddings(layout, semantic, restoration)
     vae = self.backbone.vae
     channels = self.backbone.unet.module.config.in_channels
-    start = jnp.concatenate([jax.random.normal(jax.random.key(s), (1, *layout.latent, channels))
-                             for s in seeds])
     if strength < 1.0:
       z0 = encode(vae.params, padded, vae=vae.module, layout=layout)
-      start = add_noise(self.schedule, z0, start, jnp.repeat(plan.timesteps[:1], n))
     if batch_sharding is not None and n % leading_shards(batch_sharding) == 0:
-      padded, start, sem_states, res_states = jax.device_put(
-          (jnp.asarray(padded), start, sem_states, res_states), batch_sharding)
+      padded, sem_states, res_states = jax.device_put(
+          (jnp.asarray(padded), sem_states, res_states), batch_sharding)
+    else:
+      batch_sharding = None
     scales = jnp.asarray([guidance, restoration_guidance, control_scale], jnp.float32)
-    logging.info("restoring %d image(s) of %dx%d: %d step(s) of %s, %s", n, width, height,
-                 plan.steps, sampler,
-                 f"{len(layout.tiles)} tiles" if layout.tiles else "untiled")
+    logging.info("restoring %d image(s) of %dx%d: %d step(s) of %s, %s, %d draw(s) each", n,
+                 width, height, plan.steps, sampler,
+                 f"{len(layout.tiles)} tiles" if layout.tiles else "untiled", samples)
     params = self._params()
     tile_mesh = tiling.tile_mesh(layout.devices)
     if tile_mesh is not None:  # params from a checkpoint sit on one device: replicate all
-      params, start, padded, sem_states, res_states = jax.device_put(
-          (params, start, jnp.asarray(padded), sem_states, res_states),
-          jax.sharding.NamedSharding(tile_mesh, jax.sharding.PartitionSpec()))
-    latent = sample_latents(params, start, padded, sem_states, res_states, plan, scales,
-                            unet=self.backbone.unet.module, controlnet=self.controlnet,
-                            layout=layout)
-    out = decode(vae.params, latent, vae=vae.module, layout=layout)[:, :height, :width]
+      replicated = jax.sharding.NamedSharding(tile_mesh, jax.sharding.PartitionSpec())
+      params, padded, sem_states, res_states = jax.device_put(
+          (params, jnp.asarray(padded), sem_states, res_states), replicated)
+    total = 0.0
+    for draw in range(samples):
+      keys = [jax.random.key(s) for s in seeds]
+      if draw:
+        keys = [jax.random.fold_in(k, draw) for k in keys]
+      start = jnp.concatenate([jax.random.normal(k, (1, *layout.latent, channels))
+                               for k in keys])
+      if strength < 1.0:
+        start = add_noise(self.schedule, z0, start, jnp.repeat(plan.timesteps[:1], n))
+      if batch_sharding is not None:
+        start = jax.device_put(start, batch_sharding)
+      elif tile_mesh is not None:
+        start = jax.device_put(start, replicated)
+      latent = sample_latents(params, start, padded, sem_states, res_states, plan, scales,
+                              unet=self.backbone.unet.module, controlnet=self.controlnet,
+                              layout=layout)
+      total = total + decode(vae.params, latent, vae=vae.module, layout=layout)
+    out = (total / samples)[:, :height, :width]
     if color_fix is not None:
-      out = _color_fix(out, jnp.asarray(degraded) * 2 - 1, color_fix)
+      out = _color_fix(out, jnp.asarray(degraded) * 2 - 1, color_fix, color_fix_levels)
     return np.asarray(jnp.round(jnp.clip(out + 1, 0, 2) * 127.5)).astype(np.uint8)
 
   def memory_bytes(self, height: int, width: int, *, tile: int | None = None,
@@ -328,7 +349,7 @@ def _per_image(texts: str | Sequence[str], n: int, what: str) -> list[str]:
   return texts
 
 
-_color_fix = jax.jit(colorfix.color_fix, static_argnums=2)
+_color_fix = jax.jit(colorfix.color_fix, static_argnums=(2, 3))
 _resize_canvas = jax.jit(resizing.resize, static_argnums=(1, 2, 3, 4))
 
 

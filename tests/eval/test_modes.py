@@ -12,8 +12,10 @@ def test_a_mode_without_options_is_the_papers_sampler():
 
 
 def test_options_become_restore_batch_keywords():
-  mode = modes.Mode("fixed", "caption", "values", "strength=0.3, color_fix=wavelet, steps=4")
-  assert mode.sampler_options == {"strength": 0.3, "color_fix": "wavelet", "steps": 4}
+  mode = modes.Mode("fixed", "caption", "values",
+                    "strength=0.3, color_fix=wavelet, steps=4, samples=8")
+  assert mode.sampler_options == {"strength": 0.3, "color_fix": "wavelet", "steps": 4,
+                                  "samples": 8}
   evals = ml_collections.ConfigDict({"modes": {
       "full": ("caption", "values"), "fixed": ("caption", "values", "control_scale=0.5")}})
   assert {m.name: m.sampler_options for m in modes.modes(evals)} == {
@@ -22,7 +24,8 @@ def test_options_become_restore_batch_keywords():
 
 @pytest.mark.parametrize("options", ["sampler=dpm", "steps=0", "steps=1.5", "strength",
                                      "strength=high", "strength=1.5", "color_fix=median",
-                                     "strength=0"])
+                                     "strength=0", "samples=0",
+                                     "color_fix_levels=0"])
 def test_a_bad_option_is_one_config_error_naming_it(options):
   with pytest.raises(ConfigError, match="evals.modes.m: sampler option"):
     modes.Mode("m", "caption", "values", options)

@@ -171,6 +171,9 @@ def test_embedded_sets_build_offline(tmp_path):
   assert next(blind.batches(8)).lq.shape == (8, SIZE // 4, SIZE // 4, 3)
   assert [s.meta["content_sha256"] for s in sets.ensure_embedded(str(tmp_path), count=8)] == [
       param.meta["content_sha256"], blind.meta["content_sha256"]]
+  # A validation split of the training photos: none of the held-out ones.
+  train, _ = sets.ensure_embedded(str(tmp_path / "train"), count=3, split="train")
+  assert [r.source for r in train.records] == [p[0] for p in demo.photos("train")[:3]]
 
 
 @pytest.mark.parametrize("kwargs,message", [

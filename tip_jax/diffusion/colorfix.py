@@ -16,7 +16,10 @@ import jax.numpy as jnp
 
 Array = jax.Array
 METHODS = ("adain", "wavelet")
-_LEVELS = 5   # à-trous levels: dilations 1..16, a low band of roughly 64 px
+# StableSR's à-trous levels: dilations 1..16, a low band of roughly 64 px, for its 512-px
+# outputs. Fewer levels take more of the input (a finer low band): level L's band is
+# about 2^(L+1) px.
+LEVELS = 5
 
 
 def _blur(x: Array, dilation: int) -> Array:
@@ -31,19 +34,22 @@ def _blur(x: Array, dilation: int) -> Array:
   return x
 
 
-def low_frequencies(x: Array, levels: int = _LEVELS) -> Array:
+def low_frequencies(x: Array, levels: int = LEVELS) -> Array:
   for i in range(levels):
     x = _blur(x, 2 ** i)
   return x
 
 
-def color_fix(output: Array, reference: Array, method: str) -> Array:
-  """`output` with the colour of `reference` (same shape), by `method` in METHODS."""
+def color_fix(output: Array, reference: Array, method: str, levels: int = LEVELS) -> Array:
+  """`output` with the colour of `reference` (same shape), by `method` in METHODS;
+  `levels`: the wavelet split's (adain has none)."""
   if method == "adain":
     axes = (1, 2)
     mu_o, sd_o = output.mean(axes, keepdims=True), output.std(axes, keepdims=True)
     mu_r, sd_r = reference.mean(axes, keepdims=True), reference.std(axes, keepdims=True)
     return (output - mu_o) / (sd_o + 1e-5) * sd_r + mu_r
   if method == "wavelet":
-    return output - low_frequencies(output) + low_frequencies(reference)
+    if levels < 1:
+      raise ValueError(f"wavelet colour fix: levels must be at least 1, got {levels}")
+    return output - low_frequencies(output, levels) + low_frequencies(reference, levels)
   raise ValueError(f"unknown colour fix {method!r}; expected one of {METHODS}")

@@ -133,10 +133,12 @@ class Div2K:
 class Embedded:
   """The held-out photos bundled with scikit-image (`tip_jax.data.demo`, never trained
   on), in turn, each time a seeded square crop at a seeded zoom and one of the photo's
-  two captions: a set that needs no download, for CI and fresh machines."""
+  two captions: a set that needs no download, for CI and fresh machines. Another
+  `split` of the bundled photos (e.g. "train") gives a validation set to choose
+  inference options on without looking at the held-out photos."""
 
-  def __init__(self, size: int, seed: int):
-    self.source = demo.DemoSource("heldout")
+  def __init__(self, size: int, seed: int, split: str = "heldout"):
+    self.source = demo.DemoSource(split)
     self.size, self.seed = size, seed
     self.skipped: list[str] = []
     self.signature = {"photos": [p[0] for p in self.source.photos], "max_zoom": EMBEDDED_ZOOM,
@@ -164,10 +166,11 @@ class Source(Protocol):
 
 
 def open_source(kind: str, size: int, seed: int, image_dir: str | None,
-                captions: str | None) -> Source:
-  """The ground-truth source of a set kind; DataError for missing or bad paths."""
+                captions: str | None, split: str = "heldout") -> Source:
+  """The ground-truth source of a set kind (`split`: the embedded kind's photos); DataError
+  for missing or bad paths."""
   if kind == "embedded":
-    return Embedded(size, seed)
+    return Embedded(size, seed, split)
   if not image_dir:
     raise DataError(f"--kind={kind} needs --images (the "
                     f"{'COCO val2017' if kind == 'coco' else 'DIV2K validation HR'} folder)")

@@ -23,7 +23,8 @@ RESTORATION = ("values", "type_only", "blind", "")
 # `steps` (instead of evals.steps) keeps the paper's sampler, whose step count the paper
 # does not give; the others depart from it (pure noise, no colour correction).
 SAMPLER_OPTIONS = {"steps": int, "strength": float, "color_fix": str,
-                   "control_scale": float, "restoration_guidance": float}
+                   "control_scale": float, "restoration_guidance": float, "samples": int,
+                   "color_fix_levels": int}
 INPUT_MODE = "input"  # the degraded input scored as it is: the floor a model must beat
 
 
@@ -64,10 +65,11 @@ class Mode:
         out[key] = None
       if (out[key] in (None, "") or (key == "color_fix" and out[key] not in METHODS)
           or (key == "strength" and not 0 < out[key] <= 1)
-          or (key == "steps" and out[key] < 1)):
+          or (key in ("steps", "samples", "color_fix_levels") and out[key] < 1)):
         raise ConfigError(f"evals.modes.{self.name}: sampler option {item!r} is not "
                           f"name=value with a name in {sorted(SAMPLER_OPTIONS)} (color_fix "
-                          f"one of {METHODS}, 0 < strength <= 1, steps >= 1)")
+                          f"one of {METHODS}, 0 < strength <= 1, steps, samples and "
+                          "color_fix_levels >= 1)")
     return out
 
   def prompts(self, batch: sets.Batch) -> tuple[list[str], list[str]]:

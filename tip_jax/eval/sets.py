@@ -332,12 +332,14 @@ def _write(writers: list[_Writer], source: ground_truth.Source, count: int,
 def build(kind: str, out_dir: str, *, size: int | None = None, count: int | None = None,
           seed: int = 0, images: str | None = None, captions: str | None = None,
           realesrgan: RealESRGANConfig = RealESRGANConfig.x4plus(),
-          devices: Sequence[jax.Device] | None = None, progress: bool = False) -> list[EvalSet]:
+          devices: Sequence[jax.Device] | None = None, progress: bool = False,
+          split: str = "heldout") -> list[EvalSet]:
   """Writes the sets of `kind` under `out_dir` (those not already there) and opens them.
 
   images: the COCO val2017 or DIV2K HR folder; captions: the COCO captions JSON.
   size, count: default per kind (DEFAULT_SIZE, DEFAULT_COUNT).
   devices: the devices that degrade, one example each per call (default: all local).
+  split: the embedded kind's photos (`tip_jax.data.demo.SPLITS`; "heldout" for scoring).
   """
   if kind not in KINDS:
     raise DataError(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -348,7 +350,7 @@ def build(kind: str, out_dir: str, *, size: int | None = None, count: int | None
   if size < 16 or size % realesrgan.scale:
     raise DataError(f"size={size}: must be a multiple of {realesrgan.scale} (the "
                     "Real-ESRGAN scale), at least 16")
-  source = ground_truth.open_source(kind, size, seed, images, captions)
+  source = ground_truth.open_source(kind, size, seed, images, captions, split)
   os.makedirs(out_dir, exist_ok=True)
   writers = []
   for name, folder in zip(SETS[kind], set_names(kind, size)):
@@ -370,7 +372,9 @@ def build(kind: str, out_dir: str, *, size: int | None = None, count: int | None
 
 def ensure_embedded(root: str, size: int = DEFAULT_SIZE["embedded"],
                     count: int = DEFAULT_COUNT["embedded"], seed: int = 0,
-                    devices: Sequence[jax.Device] | None = None) -> list[EvalSet]:
+                    devices: Sequence[jax.Device] | None = None,
+                    split: str = "heldout") -> list[EvalSet]:
   """The embedded sets A and B under `root`, built first if missing (what the evaluator
-  scores when no COCO copy is at hand)."""
-  return build("embedded", root, size=size, count=count, seed=seed, devices=devices)
+  scores when no COCO copy is at hand); of the training photos with split="train"."""
+  return build("embedded", root, size=size, count=count, seed=seed, devices=devices,
+               split=split)
