@@ -207,13 +207,19 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   # noise: at this scale each further step invents texture and costs PSNR and LPIPS),
   # against the degraded input (the table `tip-train` prints). The `_wavelet` rows add
   # StableSR's colour fix (the input's low frequencies) to the one-step sampler: not the
-  # paper's protocol, which has no colour correction, and scored beside it as such.
+  # paper's protocol, which has no colour correction, and scored beside it as such;
+  # `_wavelet` with StableSR's 5 levels (a low band of ~64 px), `_wavelet2` with 2 (~8 px),
+  # the levels that `benchmarks/sampler_options.py --split train+extra` picks for set A on
+  # crops of the training photos, where 5 wins for set B (README "Set-up").
   c.evals.after_training = True
   c.evals.modes = ml_collections.ConfigDict({
       "full": ("caption", "values"), "blind": ("", "blind"),
       "full_1step": ("caption", "values", "steps=1"), "blind_1step": ("", "blind", "steps=1"),
       "full_1step_wavelet": ("caption", "values", "steps=1,color_fix=wavelet"),
-      "blind_1step_wavelet": ("", "blind", "steps=1,color_fix=wavelet")})
+      "blind_1step_wavelet": ("", "blind", "steps=1,color_fix=wavelet"),
+      "full_1step_wavelet2": ("caption", "values",
+                              "steps=1,color_fix=wavelet,color_fix_levels=2"),
+      "blind_1step_wavelet2": ("", "blind", "steps=1,color_fix=wavelet,color_fix_levels=2")})
   c.evals.metrics = "psnr,ssim,lpips"
   c.evals.embedded_count = 48
   c.evals.steps = 20

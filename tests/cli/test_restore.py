@@ -94,6 +94,8 @@ def test_existing_outputs_are_kept_without_overwrite(tmp_path, loads, capsys):
     (["--restoration", "Dejpeg with quality 400"], "Dejpeg needs a value in [1, 100]", False),
     (["--checkpoint", "BROKEN"], "cannot load checkpoint BROKEN: bad/ has no config.json", False),
     (["--tile", "64", "--tile_overlap", "64"], "--tile_overlap must be smaller", False),
+    (["--samples", "0"], "--samples must be at least 1", False),
+    (["--color_fix_levels", "0"], "--color_fix_levels must be at least 1", False),
 ])
 def test_prompt_checkpoint_and_option_errors_stop_before_any_work(tmp_path, monkeypatch, loads, capsys,
                                                            args, message, loaded):
@@ -141,3 +143,15 @@ def test_the_papers_prompts_restore_with_a_warning_and_walk_tokens_agree(tmp_pat
   walked = walk_cli.walk_prompts("Denoise with sigma {}", ["0.24"], "deblur with sigma {}", ["3"])
   assert restorer.restoration_conditioning("deblur with sigma 3; denoise with sigma 0.24")[0] \
       == walked[0][0] == "Deblur with sigma 3.0; Denoise with sigma 0.24;"
+
+
+def test_averaging_and_colour_fix_flags_reach_the_restorer(tmp_path, loads, capsys):
+  """--samples and --color_fix_levels restore what `TIPRestorer.restore` gives with them."""
+  image = _png(tmp_path / "x.png")
+  out = tmp_path / "out"
+  status, _, err = _run(restore_cli, image, "--out", out, *FAST, "--samples", "2",
+                        "--color_fix", "wavelet", "--color_fix_levels", "2", capsys=capsys)
+  assert status == 0 and err == [], err
+  expected = tiny_restorer().restore(np.asarray(Image.open(image)), steps=3, seed=0,
+                                     samples=2, color_fix="wavelet", color_fix_levels=2)
+  np.testing.assert_array_equal(np.asarray(Image.open(out / "x.png")), expected)

@@ -28,6 +28,10 @@ TILE_OVERLAP = flags.DEFINE_integer("tile_overlap", None, "Tile overlap in pixel
                                     "(default: tile / 4).")
 COLOR_FIX = flags.DEFINE_enum("color_fix", None, list(colorfix.METHODS), "Colour correction "
                               "towards the input (default: none).")
+COLOR_FIX_LEVELS = flags.DEFINE_integer("color_fix_levels", colorfix.LEVELS, "Levels of the "
+                                        "wavelet colour fix (fewer keep more of the input).")
+SAMPLES = flags.DEFINE_integer("samples", 1, "Restorations drawn per image and averaged "
+                               "(a posterior-mean estimate: higher PSNR, smoother).")
 DEVICES = flags.DEFINE_integer("devices", None, "Spread tiles over this many devices.")
 
 
@@ -39,7 +43,9 @@ def check_options(prog: str) -> None:
               ((TILE_OVERLAP.value or 0) < 0, "--tile_overlap must not be negative"),
               (bool(TILE.value) and (TILE_OVERLAP.value or 0) >= TILE.value,
                "--tile_overlap must be smaller than --tile"),
-              ((DEVICES.value or 1) < 1, "--devices must be at least 1")]
+              ((DEVICES.value or 1) < 1, "--devices must be at least 1"),
+              (COLOR_FIX_LEVELS.value < 1, "--color_fix_levels must be at least 1"),
+              (SAMPLES.value < 1, "--samples must be at least 1")]
   for bad, message in problems:
     if bad:
       fail(prog, message)
@@ -77,4 +83,6 @@ def restore_options() -> dict:
               seed=SEED.value, sampler=SAMPLER.value,
               restoration_guidance=RESTORATION_GUIDANCE.value,
               control_scale=CONTROL_SCALE.value, strength=STRENGTH.value, tile=TILE.value,
-              tile_overlap=TILE_OVERLAP.value, color_fix=COLOR_FIX.value, devices=DEVICES.value)
+              tile_overlap=TILE_OVERLAP.value, color_fix=COLOR_FIX.value,
+              color_fix_levels=COLOR_FIX_LEVELS.value, samples=SAMPLES.value,
+              devices=DEVICES.value)
