@@ -252,15 +252,15 @@ class TIPRestorer:
       replicated = jax.sharding.NamedSharding(tile_mesh, jax.sharding.PartitionSpec())
       params, padded, sem_states, res_states = jax.device_put(
           (params, jnp.asarray(padded), sem_states, res_states), replicated)
+    keys = [jax.random.key(s) for s in seeds]
+    first_t = jnp.repeat(plan.timesteps[:1], n)
     total = 0.0
     for draw in range(samples):
-      keys = [jax.random.key(s) for s in seeds]
-      if draw:
-        keys = [jax.random.fold_in(k, draw) for k in keys]
-      start = jnp.concatenate([jax.random.normal(k, (1, *layout.latent, channels))
-                               for k in keys])
+      start = jnp.concatenate([
+          jax.random.normal(jax.random.fold_in(k, draw) if draw else k,
+                            (1, *layout.latent, channels)) for k in keys])
       if strength < 1.0:
-        start = add_noise(self.schedule, z0, start, jnp.repeat(plan.timesteps[:1], n))
+        start = add_noise(self.schedule, z0, start, first_t)
       if batch_sharding is not None:
         start = jax.device_put(start, batch_sharding)
       elif tile_mesh is not None:
