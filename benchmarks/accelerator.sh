@@ -12,7 +12,9 @@
 # (the tests run it this way on a CPU): WIDTH (1), LAYERS (2: resnets per level, SD1.5's),
 # SIZE (512), TRAIN_BATCH (8),
 # SAMPLE_BATCHES ("1 8"), STEPS (50), TRAIN_REPEATS (20), SAMPLE_REPEATS (5), DTYPE
-# (bfloat16), PEAK_TFLOPS (default: the device's entry in forward.PEAK_BF16_TFLOPS).
+# (bfloat16), PEAK_TFLOPS (default: the device's entry in forward.PEAK_BF16_TFLOPS),
+# QUERY_CHUNK (0: JAX's attention, cuDNN's fused kernel where it applies, rather than
+# tip_jax's query-blocked attention, the CPU benchmarks' default).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="$(realpath -m "${1:-accelerator.json}")"
@@ -24,11 +26,13 @@ peak="${PEAK_TFLOPS:-$(python -c 'from forward import peak_bf16_tflops; print(pe
 
 echo "accelerator.sh: train step (width $width, ${size}², batch ${TRAIN_BATCH:-8}, $dtype)" >&2
 python train_step.py --width "$width" --layers "$layers" --size "$size" --batch "${TRAIN_BATCH:-8}" \
-  --dtype "$dtype" --repeats "${TRAIN_REPEATS:-20}" --peak_tflops "$peak" > "$parts/train.json"
+  --dtype "$dtype" --repeats "${TRAIN_REPEATS:-20}" --peak_tflops "$peak" \
+  --query-chunk "${QUERY_CHUNK:-0}" > "$parts/train.json"
 for batch in ${SAMPLE_BATCHES:-1 8}; do
   echo "accelerator.sh: ${STEPS:-50}-step guided DDIM, batch $batch" >&2
   python sample.py --width "$width" --layers "$layers" --size "$size" --steps "${STEPS:-50}" --cfg \
-    --batch "$batch" --dtype "$dtype" --repeats "${SAMPLE_REPEATS:-5}" > "$parts/sample_$batch.json"
+    --batch "$batch" --dtype "$dtype" --repeats "${SAMPLE_REPEATS:-5}" \
+    --query-chunk "${QUERY_CHUNK:-0}" > "$parts/sample_$batch.json"
 done
 
 python - "$parts" "$out" "$peak" <<'PY'

@@ -1,7 +1,7 @@
 """A whole TIP training step: tip_jax (the trainer's jitted step) vs a diffusers ControlNet
 training step (PyTorch), same geometry, same machine.
 
-    python benchmarks/train_step.py --width 0.2 --size 256 --batch 2 --repeats 5 --threads 1
+    python benchmarks/train_step.py --width 0.2 --size 256 --batch 2 --repeats 20 --threads 1
     python benchmarks/train_step.py --width 1 --size 512 --batch 8 --dtype bfloat16 \
         --peak_tflops 989                     # SD1.5 on one H100 (989 = dense bf16 peak)
 
@@ -181,7 +181,7 @@ def main() -> None:
                       help="resnets per UNet and VAE level (SD1.5: 2)")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  parser.add_argument("--query-chunk", type=int, default=0,
+  parser.add_argument("--query-chunk", type=int, default=128,
                       help="model.attention_query_chunk (0 = off, the config's default)")
   add_threads_flag(parser)
   parser.add_argument("--peak_tflops", type=float, default=0.0,

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tip_jax.models import attention
+
 Array = jax.Array
 Dtype = Any
 
@@ -31,13 +33,17 @@ class ModelOptions:
 
   dtype: compute dtype (bf16 on accelerators); params stay in `param_dtype`.
   attention_impl: passed to `jax.nn.dot_product_attention` (None lets JAX pick,
-    "xla", or "cudnn" for the fused GPU kernel).
+    "xla", or "cudnn" for the fused GPU kernel) where attention is not query-blocked.
   remat_policy: None (no rematerialisation) or the name of a
     `jax.checkpoint_policies` member applied to every resnet/transformer block.
-  attention_query_chunk: split long non-causal attentions into query blocks of
-    this many tokens, computed one after another. Peak memory drops from T^2 to
-    chunk*T per head, and on CPU the 4096-token self-attention of SD at 512^2 runs
-    about 2.5x faster with 128 (the score matrix stays in cache).
+  attention_query_chunk: run non-causal attentions longer than this many queries (and
+    a multiple of it) with `attention.blocked_attention`: queries in blocks of this
+    size, the softmax normalised on the output, the backward pass recomputing each
+    block's probabilities. Memory per attention drops from T*S to chunk*S scores in
+    both passes; on CPU it is 3-4x faster than XLA's unblocked attention at SD's
+    1024- and 4096-token self-attentions (blocks of 128 and of 64 queries serve them
+    best; see the README's benchmarks). Not combinable with attention_impl="cudnn",
+    itself a fused kernel.
   """
 
   dtype: Dtype = jnp.float32
@@ -45,6 +51,11 @@ class ModelOptions:
   attention_impl: str | None = None
   remat_policy: str | None = None
   attention_query_chunk: int | None = None
+
+  def __post_init__(self):
+    if self.attention_query_chunk and self.attention_impl == "cudnn":
+      raise ValueError("attention_query_chunk runs tip_jax's blocked attention and "
+                       "attention_impl='cudnn' is JAX's fused kernel: set one of them")
 
 
 def maybe_remat(module_cls: type[nn.Module], options: ModelOptions) -> type[nn.Module]:
@@ -114,14 +125,12 @@ def multi_head_attention(q: Array, k: Array, v: Array, heads: int, options: Mode
   out_dtype = q.dtype
   if upcast:  # SD2.x's upcast_attention: softmax of QK^T in float32
     q, k, v = (x.astype(jnp.float32) for x in (q, k, v))
-  attend = lambda q_: jax.nn.dot_product_attention(q_, k, v, is_causal=causal,
-                                                   implementation=options.attention_impl)
   chunk = options.attention_query_chunk
   if chunk and not causal and tq > chunk and tq % chunk == 0:
-    blocks = jnp.moveaxis(q.reshape(b, tq // chunk, chunk, heads, -1), 1, 0)
-    out = jnp.moveaxis(jax.lax.map(attend, blocks), 0, 1)
+    out = attention.blocked_attention(q, k, v, chunk)
   else:
-    out = attend(q)
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=causal,
+                                       implementation=options.attention_impl)
   return out.astype(out_dtype).reshape(b, tq, width)
 
 
