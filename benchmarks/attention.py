@@ -91,7 +91,7 @@ def main() -> None:
   print(json.dumps({
       "benchmark": "attention core, float32, ms per call", **stats,
       "ratio_over_pytorch": ratios, "max_abs_diff_vs_pytorch": errors,
-      "config": {**{k: v for k, v in vars(args).items()}, "threads": args.threads or None},
+      "config": {**vars(args), "threads": args.threads or None},
       "machine": machine()}, indent=2))
 
 

@@ -79,14 +79,24 @@ def reference_kind(aten_op: str) -> str:
 
 def op_names(hlo: str) -> dict[str, str | None]:
   """HLO instruction name -> the JAX name stack in its metadata ("" without one); None
-  for control flow, whose events enclose their bodies' own (counted once, there)."""
-  names = {}
+  for control flow, whose events enclose their bodies' own (counted once, there).
+
+  Inside a called computation (a loop body, say) XLA:CPU emits some fusions without
+  metadata; such an instruction takes the name of the one before it in its computation
+  (in a blocked attention's loop body, the score matmuls would otherwise count as
+  "other")."""
+  names, previous = {}, ""
   for line in hlo.splitlines():
+    if line.endswith("{") and not line.startswith(" "):  # a computation's header
+      previous = None if line.startswith("ENTRY") else ""
+      continue
     match = _INSTRUCTION.match(line)
     if match:
       op_name = _OP_NAME.search(line)
-      names[match.group(1)] = (None if match.group(2) in _CONTROL_FLOW else
-                               op_name.group(1) if op_name else "")
+      name = op_name.group(1) if op_name else (previous or "")
+      if op_name and previous is not None:
+        previous = name
+      names[match.group(1)] = None if match.group(2) in _CONTROL_FLOW else name
   return names
 
 

@@ -12,6 +12,11 @@ import jax.numpy as jnp
 from benchmarks import op_profile
 
 HLO = """
+%body (t: (s32[], f32[4,4])) -> (s32[], f32[4,4]) {
+  %dot.9 = f32[4,4]{1,0} dot(%e, %f), metadata={op_name="jit(f)/UNet2DConditionModel/down_blocks_0/attentions_0/transformer_blocks_0/attn1/while/body/bnts,bnsd->bntd/dot_general"}
+  %fusion.11 = f32[4,4]{1,0} fusion(%g, %h), kind=kCustom
+}
+
 ENTRY %main (p: f32[4,4]) -> (f32[4,4], s32[]) {
   %convolution.3 = f32[1,8,8,4]{3,2,1,0} convolution(%a, %b), metadata={op_name="jit(f)/UNet2DConditionModel/conv_in/conv_general_dilated"}
   %fusion.7 = (f32[4,4]{1,0}, f32[4]{0}) fusion(%c), kind=kLoop, metadata={op_name="jit(f)/UNet2DConditionModel/down_blocks_0/attentions_0/transformer_blocks_0/attn1/vmap()/exp"}
@@ -24,10 +29,13 @@ ENTRY %main (p: f32[4,4]) -> (f32[4,4], s32[]) {
 
 def test_instructions_and_aten_ops_fall_into_the_same_kinds():
   names = op_profile.op_names(HLO)
+  # Without metadata: in a loop body, the name of the instruction before; in ENTRY, none.
   assert names["while.1"] is None and names["copy.5"] == ""
+  assert names["fusion.11"] == names["dot.9"]
   kinds = {name: op_profile.our_kind(op) for name, op in names.items() if op is not None}
   assert kinds == {"convolution.3": "convolution", "fusion.7": "attention",
-                   "dot.2": "other matmul", "copy.5": "other"}
+                   "dot.2": "other matmul", "copy.5": "other", "dot.9": "attention",
+                   "fusion.11": "attention"}
   assert op_profile.our_kind("jit(f)/UNet2DConditionModel/mid_block/resnets_0/norm1/"
                              "reduce_sum") == "normalisation"
   assert {op: op_profile.reference_kind(op) for op in (
