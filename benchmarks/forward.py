@@ -175,7 +175,9 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--query-chunk", type=int, default=128,
                       help="ModelOptions.attention_query_chunk (0 = off)")
+  add_threads_flag(parser)
   args = parser.parse_args()
+  limit_threads(args.threads)
 
   cfg, (ref_unet, ref_cn), (unet, controlnet), (unet_params, cn_params) = build_models(
       args.width, args.query_chunk)
@@ -204,7 +206,7 @@ def main() -> None:
       "ours_first_call_incl_compile_s": round(compile_s, 1), "max_abs_diff": diff,
       "config": {"block_out_channels": cfg.block_out_channels, "size": args.size,
                  "batch": args.batch, "repeats": args.repeats,
-                 "attention_query_chunk": args.query_chunk},
+                 "attention_query_chunk": args.query_chunk, "threads": args.threads or None},
       "machine": machine(),
   }, indent=2))
 
