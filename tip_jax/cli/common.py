@@ -53,11 +53,21 @@ def _logging_flags_given() -> bool:
   return bool(given.logtostderr or given.alsologtostderr or given["verbosity"].present)
 
 
+def _not_asyncio(record: std_logging.LogRecord) -> bool:
+  """asyncio's own errors are a library's internals, not the user's: when one read of a
+  damaged checkpoint fails, Orbax's other reads fail too, and asyncio reports each
+  unretrieved failure ("Future exception was never retrieved") whenever the garbage
+  collector finds it, after or before the one line that says what is wrong."""
+  return record.name != "asyncio"
+
+
 def _warnings_to_console(prog: str) -> None:
-  """Warnings and errors on the console, one line each, named for `prog`."""
+  """Warnings and errors on the console, one line each, named for `prog` (asyncio's
+  left out: `_not_asyncio`)."""
   console = std_logging.StreamHandler(sys.stderr)
   console.setLevel(std_logging.WARNING)
   console.setFormatter(std_logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
+  console.addFilter(_not_asyncio)
   std_logging.getLogger().addHandler(console)
 
 
