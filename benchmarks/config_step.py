@@ -7,9 +7,9 @@ steady state, without the data pipeline, checkpoints or sample grids around it.
 The step is `tip_jax.train.step.make_train_step` on the config's own experiment
 (`tip_jax.experiment.setup` on a 1-device mesh: its backbone, shardings, optimizer),
 compiled ahead of time with the state donated, as `tip-train` does. It is fed a pool of
-`--batches` batches shaped like the pipeline's (random uint8 crops, the blind prompt's
-and a caption's token ids, degradation parameters drawn by `sample_params` with a new
-seed per batch: both degradation kinds, every branch of the pipeline), cycled so that
+`--batches` batches shaped like the pipeline's (random uint8 crops, a caption's and the
+restoration prompts' token ids, degradation parameters drawn by `sample_params` with a
+new seed per batch: both degradation kinds, every branch of the pipeline), cycled so that
 consecutive steps never see the same draw. After three warm-up steps it times steps
 until `--seconds` have passed and at least `--min-steps` ran, and prints one JSON object:
 the median step time and its interquartile range, images/s, the compile time, the
@@ -26,7 +26,6 @@ import time
 
 import jax
 import numpy as np
-from absl import flags
 
 from tip_jax.degrade import params_to_tree, sample_params
 from tip_jax.experiment import setup as setup_lib
@@ -46,23 +45,26 @@ def parse_override(text: str) -> tuple[str, object]:
     return key, value
 
 
+def host_batch(exp: setup_lib.Experiment, seed: int, rng: np.random.Generator
+               ) -> tuple[dict, list[str]]:
+  """(a host batch shaped like the pipeline's, its restoration prompts): random uint8
+  crops, a caption's and the prompts' token ids, degradation parameters drawn with
+  `seed`."""
+  size, n = exp.config.data.resolution, exp.per_host_batch
+  tokenizer = exp.components.backbone.tokenizer
+  params, prompts = sample_params(seed, n, exp.degrade_config)
+  return {"image": rng.integers(0, 256, (n, size, size, 3), np.uint8),
+          "semantic_ids": tokenize(tokenizer, ["a photo of a red fox in the snow"] * n),
+          "restoration_ids": tokenize(tokenizer, prompts),
+          # params_to_tree drops a leading batch-of-one axis: add one to keep the batch axis.
+          "degrade": params_to_tree(jax.tree.map(lambda x: np.asarray(x)[None], params)),
+          "index": np.arange(n, dtype=np.int32)}, prompts
+
+
 def batches(exp: setup_lib.Experiment, count: int) -> list:
   """`count` device batches of the config's shape, each with its own draw."""
-  config = exp.config
-  size, n = config.data.resolution, exp.per_host_batch
-  tokenizer = exp.components.backbone.tokenizer
   rng = np.random.default_rng(0)
-  out = []
-  for seed in range(count):
-    params, prompts = sample_params(seed, n, exp.degrade_config)
-    out.append(exp.global_batch({
-        "image": rng.integers(0, 256, (n, size, size, 3), np.uint8),
-        "semantic_ids": tokenize(tokenizer, ["a photo of a red fox in the snow"] * n),
-        "restoration_ids": tokenize(tokenizer, prompts),
-        # params_to_tree drops a leading batch-of-one axis: add one to keep the batch axis.
-        "degrade": params_to_tree(jax.tree.map(lambda x: np.asarray(x)[None], params)),
-        "index": np.arange(n, dtype=np.int32)}))
-  return out
+  return [exp.global_batch(host_batch(exp, seed, rng)[0]) for seed in range(count)]
 
 
 def main() -> None:
@@ -74,7 +76,6 @@ def main() -> None:
   parser.add_argument("--seconds", type=float, default=15.0, help="least timed seconds")
   parser.add_argument("--min-steps", type=int, default=20, help="least timed steps")
   args = parser.parse_args()
-  flags.FLAGS.mark_as_parsed()  # Grain reads absl flags
 
   overrides = dict(args.set)
   config = load_config(args.config, {"mesh": {"data": 1, "fsdp": 1, "tensor": 1},

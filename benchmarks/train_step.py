@@ -37,17 +37,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from config_step import host_batch
 from forward import (add_threads_flag, geometry, limit_threads, machine, reference_device,
                      to_torch)
 from hlo_flops import matmul_ops, total
 from torch.utils.flop_counter import FlopCounterMode
 
-from tip_jax.degrade import degrade, params_from_tree, params_to_tree, sample_params
+from tip_jax.degrade import degrade, params_from_tree
 from tip_jax.experiment import setup as setup_lib
 from tip_jax.experiment.config import load_config
 from tip_jax.models import backbone as backbone_lib
 from tip_jax.models.clip_text import CLIPTextConfig
-from tip_jax.models.tokenizer import tokenize
 from tip_jax.models.vae import VAEConfig
 from tip_jax.train import step as step_lib
 
@@ -74,16 +74,7 @@ def build_experiment(args, configs):
       "batch_size": args.batch, "mesh": {"data": 1, "fsdp": 1, "tensor": 1}})
   exp = setup_lib.setup(config, workdir="", devices=jax.devices()[:1])
   state = exp.init_state()
-  dc = exp.degrade_config
-  params, prompts = sample_params(config.seed, args.batch, dc)
-  rng = np.random.default_rng(0)
-  tokenizer = exp.components.backbone.tokenizer
-  local = {"image": rng.integers(0, 256, (args.batch, args.size, args.size, 3), np.uint8),
-           "semantic_ids": tokenize(tokenizer, ["a photo of a red fox in the snow"] * args.batch),
-           "restoration_ids": tokenize(tokenizer, prompts),
-           # params_to_tree drops a leading batch-of-one axis: add one to keep the batch axis.
-           "degrade": params_to_tree(jax.tree.map(lambda x: np.asarray(x)[None], params)),
-           "index": np.arange(args.batch, dtype=np.int32)}
+  local, prompts = host_batch(exp, config.seed, np.random.default_rng(0))
   batch = exp.global_batch(local)
   local["restoration_prompt"] = prompts  # host-only, as in the pipeline's batches
   train_step = step_lib.make_train_step(exp.task, config, exp.tx)

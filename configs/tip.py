@@ -179,7 +179,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.model.geometry = "mini"     # its geometry, for `--config.model.backbone=random`
   c.model.dtype = "float32"
   # The 256-token attentions (16² latents) in blocks of 128 queries: the train step in
-  # 0.74x the time on a 2-core CPU (README "Set-up"); the 64-token ones keep JAX's.
+  # 0.79x the time on a 2-core CPU (README "Set-up"); the 64-token ones keep JAX's.
   c.model.attention_query_chunk = 128
   # Sampling starts at t = 999, where the pure noise it starts from belongs: with SD's
   # "leading" layout one DDIM step starts at t = 1 and gives noise back (9.6 dB on set
