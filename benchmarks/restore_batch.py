@@ -38,7 +38,8 @@ def tiny_random_restorer() -> TIPRestorer:
   """A random backbone of the `tiny` geometry (what the published figures used) with its
   ControlNet copied from the UNet."""
   config = load_config("configs/tip.py:tiny", {"model.backbone": "random",
-                                               "model.geometry": "tiny"})
+                                               "model.geometry": "tiny",
+                                               "model.conditioning_widths": ()})
   comps = components.build(config)
   return TIPRestorer(comps.backbone, comps.controlnet,
                      components.init_controlnet(comps, config.seed),

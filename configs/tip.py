@@ -61,6 +61,10 @@ def _base() -> ml_collections.ConfigDict:
   # How the ControlNet sees y: "concat" is the paper's E' (a small conv stack, from
   # scratch); "vae" starts E' as a copy of the VAE's encoder (not the paper's).
   c.model.conditioning = "concat"
+  # E' widths in place of ControlNet's (16, 32, 96, 256), the paper's (`concat` only):
+  # four, from an 8x VAE's full resolution to its latents, truncated as ControlNet's are
+  # to the VAE's downsampling (a 4x VAE keeps the last three). () is ControlNet's.
+  c.model.conditioning_widths = ()
   # Which timesteps the samplers visit (trainer's grids, evaluator, restorer): "" keeps
   # the backbone's scheduler config (SD 1.5's: DDIM "leading", whose first step starts
   # pure noise at t = T - T/steps + 1), or "leading" | "trailing" | "linspace" (Lin et

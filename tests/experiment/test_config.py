@@ -50,7 +50,9 @@ def test_model_choices_are_checked_when_the_models_are_built():
                                   r"model.conditioning='add': expected one of \('concat', "
                                   r"'vae'\)"),
                                  ("model.timestep_spacing", "even",
-                                  "model.timestep_spacing='even'")):
+                                  "model.timestep_spacing='even'"),
+                                 ("model.conditioning_widths", (16, 32, 64),
+                                  r"model.conditioning_widths=\(16, 32, 64\): E' widths")):
     config = load_config("configs/tip.py:tiny", {field: value, "model.backbone": "random"})
     with pytest.raises(ConfigError, match=expected):
       components.build(config, abstract=True)

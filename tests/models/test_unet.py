@@ -234,6 +234,29 @@ def test_tip_controlnet_follows_the_vae_downsampling(frozen_unet, factor):
     ControlNetConfig.tip(ucfg, downsample_factor=16)
 
 
+def test_narrow_e_prime_widths(frozen_unet):
+  """`widths` replaces ControlNet's four E' widths, truncated to the VAE's downsampling
+  (a 4x VAE: the last three): its params take those shapes, conv_in takes the last width
+  beside the latents, TIP equals the UNet at init."""
+  ucfg, unet, unet_params = frozen_unet
+  controlnet = ControlNetModel(ControlNetConfig.tip(ucfg, downsample_factor=4,
+                                                    widths=(4, 8, 16, 24)))
+  params = controlnet_params_from_unet(controlnet, unet_params, jax.random.key(1))
+  e_prime = params["controlnet_cond_embedding"]
+  assert [e_prime[k]["kernel"].shape[-1] for k in ("conv_in", "blocks_0", "blocks_1",
+                                                    "blocks_2", "blocks_3")] == [8, 8, 16, 16,
+                                                                                 24]
+  assert params["conv_in"]["kernel"].shape[2] == ucfg.in_channels + 24
+  _assert_tip_is_the_unet(unet, unet_params, controlnet, params,
+                          controlnet.example_inputs(2)[3])
+  assert ControlNetConfig.tip(ucfg, widths=(4, 8, 16, 24)
+                              ).conditioning_embedding_out_channels == (4, 8, 16, 24)
+  with pytest.raises(ValueError, match="expected 4 positive widths"):
+    ControlNetConfig.tip(ucfg, downsample_factor=4, widths=(16, 32, 64))
+  with pytest.raises(ValueError, match="'vae' copies the encoder"):
+    ControlNetConfig.tip(ucfg, vae=VAEConfig.tiny(), widths=(8, 16, 32, 64))
+
+
 def test_vae_conditioning_starts_as_the_vae_encoder(frozen_unet):
   """`conditioning="vae"`: E' is a copy of the VAE encoder, so E'(y) is y's scaled
   posterior mean at init, on the latent grid, and TIP still equals the UNet at init."""

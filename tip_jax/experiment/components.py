@@ -101,9 +101,14 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
     backbone = dataclasses.replace(backbone, scheduler_config={
         **backbone.scheduler_config, "timestep_spacing": spacing})
   vae_config = backbone.vae.module.config
-  controlnet = ControlNetModel(ControlNetConfig.tip(
-      backbone.unet.module.config, config.model.fusion, vae_config.downsample_factor,
-      vae=vae_config if conditioning == "vae" else None), options)
+  widths = tuple(config.model.get("conditioning_widths", ()))  # runs from before the option
+  try:
+    controlnet_config = ControlNetConfig.tip(
+        backbone.unet.module.config, config.model.fusion, vae_config.downsample_factor,
+        vae=vae_config if conditioning == "vae" else None, widths=widths)
+  except ValueError as error:
+    raise ConfigError(f"model.conditioning_widths={widths}: {error}") from error
+  controlnet = ControlNetModel(controlnet_config, options)
   return Components(backbone=backbone, controlnet=controlnet)
 
 

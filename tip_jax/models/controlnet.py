@@ -71,18 +71,26 @@ class ControlNetConfig:
 
   @classmethod
   def tip(cls, unet: UNetConfig, fusion: str = "modulate_skip",
-          downsample_factor: int = 8, vae: VAEConfig | None = None) -> "ControlNetConfig":
+          downsample_factor: int = 8, vae: VAEConfig | None = None,
+          widths: tuple[int, ...] | None = None) -> "ControlNetConfig":
     """The paper's ControlNet; E' takes the degraded image down to the latent grid of a
     VAE with `downsample_factor` (8 for SD: the paper's three stride-2 steps; a 4x VAE
-    drops the first, keeping the widths that reach the latents). Given `vae`, E' is
-    that VAE's encoder instead ("vae" conditioning)."""
+    drops the first, keeping the widths that reach the latents). `widths` replaces
+    ControlNet's four (16, 32, 96, 256), truncated the same way: a narrower E' for a
+    narrow UNet. Given `vae`, E' is that VAE's encoder instead ("vae" conditioning)."""
     if vae is not None:
+      if widths:
+        raise ValueError("E' widths are for 'concat' conditioning; 'vae' copies the encoder")
       return cls(unet=unet, conditioning="vae", fusion=fusion, vae=vae)
     steps = downsample_factor.bit_length() - 1
     if downsample_factor != 2 ** steps or not 1 <= steps <= 3:
       raise ValueError(f"downsample_factor {downsample_factor}: expected 2, 4 or 8")
+    widths = tuple(widths) if widths else (16, 32, 96, 256)
+    if len(widths) != 4 or min(widths) < 1:
+      raise ValueError(f"E' widths {widths}: expected 4 positive widths, ControlNet's "
+                       "stages from an 8x VAE's full resolution to its latents")
     return cls(unet=unet, conditioning="concat", fusion=fusion,
-               conditioning_embedding_out_channels=(16, 32, 96, 256)[3 - steps:])
+               conditioning_embedding_out_channels=widths[3 - steps:])
 
   @property
   def downsample_factor(self) -> int:
