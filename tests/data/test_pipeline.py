@@ -1,5 +1,7 @@
 """The Grain pipeline: schema, determinism, Orbax resume, process shards, bad files, workers."""
 
+import os
+
 import grain
 import jax
 import numpy as np
@@ -167,11 +169,28 @@ def test_config_errors_name_the_problem(tokenizer, photos, tmp_path, monkeypatch
     next(_iterator(tokenizer, f"arrayrecord:{all_bad}"))
 
 
+def _spawned_children_niceness() -> list[int]:
+  """The niceness of this process's multiprocessing children (Grain's workers)."""
+  out = []
+  for task in os.listdir("/proc/self/task"):
+    with open(f"/proc/self/task/{task}/children") as f:
+      for pid in f.read().split():
+        with open(f"/proc/{pid}/cmdline", "rb") as g:
+          if b"multiprocessing.spawn" not in g.read():
+            continue
+        with open(f"/proc/{pid}/stat") as g:
+          out.append(int(g.read().rsplit(")", 1)[1].split()[16]))  # field 19: nice
+  return out
+
+
 def test_demo_source_with_workers_restores_exactly(tokenizer):
-  """Two `mp_prefetch` workers: the state after batch 2 resumes batches 3-4 exactly."""
-  config = dict(max_zoom=4.0, num_workers=2)
+  """Two `mp_prefetch` workers: the state after batch 2 resumes batches 3-4 exactly.
+  They run at `worker_nice` above this process (the step keeps the CPU it needs)."""
+  config = dict(max_zoom=4.0, num_workers=2, worker_nice=7)
   run = _iterator(tokenizer, "demo", **config)
   head = [next(run) for _ in range(2)]
+  workers = _spawned_children_niceness()
+  assert workers and set(workers) == {min(os.nice(0) + 7, 19)}
   state = run.get_state()
   tail = [next(run) for _ in range(2)]
   run.close()

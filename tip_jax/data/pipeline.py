@@ -45,6 +45,7 @@ handler, which writes one JSON file per process (`process_<i>-of-<n>.json`):
 from __future__ import annotations
 
 import collections
+import functools
 import gc
 import os
 import re
@@ -176,9 +177,12 @@ def _shm_prefix(trainer_pid: int) -> str:
   return f"tipw{trainer_pid}_"
 
 
-def _start_worker(index: int, count: int) -> None:
-  """Runs first in each worker process (see the module docstring)."""
+def _start_worker(index: int, count: int, *, nice: int = 0) -> None:
+  """Runs first in each worker process (see the module docstring); `nice` is
+  `DataConfig.worker_nice`."""
   del index, count
+  if nice:
+    os.nice(nice)
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
   parent = os.getppid()
@@ -283,7 +287,9 @@ def make_dataset(config: DataConfig, *, batch_size: int, seed: int,
   if config.num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=config.num_workers, per_worker_buffer_size=config.prefetch_buffer),
-                        worker_init_fn=_start_worker).map(_own_memory)
+                        worker_init_fn=functools.partial(_start_worker,
+                                                         nice=config.worker_nice)
+                        ).map(_own_memory)
   return ds
 
 
