@@ -35,8 +35,8 @@ def summary(times: list[float], images: int) -> dict:
 
 
 def tiny_random_restorer() -> TIPRestorer:
-  """A random backbone of the `tiny` geometry (what the published figures used) with its
-  ControlNet copied from the UNet."""
+  """A random backbone of the `tiny` geometry with the paper's E' (what the published
+  figures used) and its ControlNet copied from the UNet."""
   config = load_config("configs/tip.py:tiny", {"model.backbone": "random",
                                                "model.geometry": "tiny",
                                                "model.conditioning_widths": ()})
