@@ -107,6 +107,8 @@ def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Componen
         backbone.unet.module.config, config.model.fusion, vae_config.downsample_factor,
         vae=vae_config if conditioning == "vae" else None, widths=widths)
   except ValueError as error:
+    if not widths:  # the backbone's own shapes, not the option
+      raise
     raise ConfigError(f"model.conditioning_widths={widths}: {error}") from error
   controlnet = ControlNetModel(controlnet_config, options)
   return Components(backbone=backbone, controlnet=controlnet)

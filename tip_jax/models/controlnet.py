@@ -38,6 +38,8 @@ Array = jax.Array
 CONDITIONING = ("add", "concat", "vae")
 FUSIONS = ("additive", "modulate_skip", "modulate_skip_and_up")
 _SHARED_WITH_UNET = ("time_embedding", "conv_in", "down_blocks_", "mid_block")
+# ControlNet's E' widths, from an 8x VAE's full resolution to its latents (the paper's).
+E_PRIME_WIDTHS = (16, 32, 96, 256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +48,7 @@ class ControlNetConfig:
   conditioning: str = "concat"
   fusion: str = "modulate_skip"
   conditioning_channels: int = 3
-  conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
+  conditioning_embedding_out_channels: tuple[int, ...] = E_PRIME_WIDTHS
   bgr: bool = False   # diffusers' controlnet_conditioning_channel_order == "bgr"
   vae: VAEConfig | None = None  # the encoder E' copies ("vae" conditioning only)
 
@@ -66,7 +68,7 @@ class ControlNetConfig:
     return cls(unet=UNetConfig.from_diffusers(cfg), conditioning="add", fusion="additive",
                conditioning_channels=cfg.get("conditioning_channels", 3),
                conditioning_embedding_out_channels=tuple(
-                   cfg.get("conditioning_embedding_out_channels", (16, 32, 96, 256))),
+                   cfg.get("conditioning_embedding_out_channels", E_PRIME_WIDTHS)),
                bgr=cfg.get("controlnet_conditioning_channel_order", "rgb") == "bgr")
 
   @classmethod
@@ -76,7 +78,7 @@ class ControlNetConfig:
     """The paper's ControlNet; E' takes the degraded image down to the latent grid of a
     VAE with `downsample_factor` (8 for SD: the paper's three stride-2 steps; a 4x VAE
     drops the first, keeping the widths that reach the latents). `widths` replaces
-    ControlNet's four (16, 32, 96, 256), truncated the same way: a narrower E' for a
+    ControlNet's four (`E_PRIME_WIDTHS`), truncated the same way: a narrower E' for a
     narrow UNet. Given `vae`, E' is that VAE's encoder instead ("vae" conditioning)."""
     if vae is not None:
       if widths:
@@ -85,7 +87,7 @@ class ControlNetConfig:
     steps = downsample_factor.bit_length() - 1
     if downsample_factor != 2 ** steps or not 1 <= steps <= 3:
       raise ValueError(f"downsample_factor {downsample_factor}: expected 2, 4 or 8")
-    widths = tuple(widths) if widths else (16, 32, 96, 256)
+    widths = tuple(widths) if widths else E_PRIME_WIDTHS
     if len(widths) != 4 or min(widths) < 1:
       raise ValueError(f"E' widths {widths}: expected 4 positive widths, ControlNet's "
                        "stages from an 8x VAE's full resolution to its latents")
