@@ -102,12 +102,21 @@ def _torch_resize(x: np.ndarray, mode: int, size=None, scale=None) -> np.ndarray
   return _nhwc(F.interpolate(_nchw(x[None]), mode=_TORCH_MODES[mode], **kwargs))[0]
 
 
-@functools.partial(jax.jit, static_argnames=("out_canvas", "by_scale"))
-def _resize_modes(image, in_size, out_size, scale, out_canvas, by_scale):
-  """The three modes at once, so each shape compiles once."""
+@functools.partial(jax.jit, static_argnames=("out_canvas", "by_scale", "method"))
+def _resize_modes(image, in_size, out_size, scale, out_canvas, by_scale, method):
+  """The three modes at once (a traced mode, as the degradations pass it), so each shape
+  compiles once. "taps" sizes its area windows for the cases' largest ratio (100 -> 15
+  pixels), "taps_small" for 2, so that the larger ratios take its matrix fallback.
+
+  `lax.map`, not vmap: a vmapped `lax.cond` (taps' fallback) computes both branches on
+  batched operands, and XLA:CPU then divides vectors one ulp off (400 / 60 = 6.666667),
+  which moves a bilinear pixel by 4e-5."""
   s = scale if by_scale else None
-  fn = lambda m: resizing.resize(image, in_size, out_size, m, out_canvas, scale=s)
-  return jax.vmap(fn)(jnp.arange(3))
+  kw = dict(method="taps", max_ratio=7.0 if method == "taps" else 2.0)
+  if method == "matrix":
+    kw = dict(method="matrix")
+  fn = lambda m: resizing.resize(image, in_size, out_size, m, out_canvas, scale=s, **kw)
+  return jax.lax.map(fn, jnp.arange(3))
 
 
 _RESIZE_CASES = [
@@ -126,9 +135,10 @@ _RESIZE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("method", ["matrix", "taps", "taps_small"])
 @pytest.mark.parametrize("case", _RESIZE_CASES,
                          ids=lambda c: f"{c['hw']}-{c.get('size') or c['scale']}")
-def test_resize_matches_interpolate(rng, case):
+def test_resize_matches_interpolate(rng, case, method):
   h, w = case["hw"]
   content = rng.uniform(0, 1, (h, w, 3)).astype(np.float32)
   image = _canvas(content, case["canvas"])
@@ -141,7 +151,7 @@ def test_resize_matches_interpolate(rng, case):
     out_size, scale_arg = case["size"], np.float32(-1)
   out_canvas = (out_size[0] + 5, out_size[1] + 3)
   out = _resize_modes(image, jnp.array([h, w]), jnp.array(out_size), scale_arg,
-                      out_canvas=out_canvas, by_scale="scale" in case)
+                      out_canvas=out_canvas, by_scale="scale" in case, method=method)
   out = np.asarray(out)
   for mode in range(3):
     if "scale" in case:

@@ -152,7 +152,8 @@ def apply(image: jax.Array, p: TIPParams, key: jax.Array, config: TIPConfig,
     return ops.quantize_uint8(x)
 
   def down(canvas):
-    return lambda x: resizing.resize(x, full, small, config.down_mode, canvas)
+    return lambda x: resizing.resize(x, full, small, config.down_mode, canvas,
+                                     max_ratio=config.downsample[1])
 
   def up(x):
     return jnp.clip(resizing.resize(x, small, full, config.up_mode, (h, w)), 0.0, 1.0)

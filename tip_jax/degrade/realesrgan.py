@@ -212,16 +212,20 @@ def _after_first_blur(x, p: RealESRGANParams, keys, config: RealESRGANConfig,
   final = (h // config.scale, w // config.scale)
   make = lambda k: kernels.make_kernel(**k)
   full = jnp.array([h, w])
-  x = resizing.resize(x, full, p.first.size, p.first.mode, canvas, scale=p.first.scale)
+  # The largest content ratios the draws allow size `resize`'s area windows on a CPU.
+  x = resizing.resize(x, full, p.first.size, p.first.mode, canvas, scale=p.first.scale,
+                      max_ratio=1.0 / config.resize_range[0])
   x = _noise(x, keys[0], p.first, p.first.size, c1)
   x = jpeg.diff_jpeg_content(x, p.first.quality, p.first.size)
   # Second round, on the first canvas.
   x = lax.cond(p.second.blur_on,
                lambda: ops.filter2d(x, make(p.second.kernel), size=p.first.size), lambda: x)
-  x = resizing.resize(x, p.first.size, p.second.size, p.second.mode, c2)
+  x = resizing.resize(x, p.first.size, p.second.size, p.second.mode, c2,
+                      max_ratio=config.scale * config.resize_range[1] / config.resize_range2[0])
   x = _noise(x, keys[1], p.second, p.second.size, c2)
   # Final sinc filter, JPEG and the resize to H/4 in one of two orders.
-  to_final = lambda y, size: resizing.resize(y, size, jnp.array(final), p.final_mode, final)
+  to_final = lambda y, size: resizing.resize(y, size, jnp.array(final), p.final_mode, final,
+                                            max_ratio=config.resize_range2[1])
   sinc = make(p.final_kernel)
   sinc_then_jpeg = lambda: jpeg.diff_jpeg_content(
       jnp.clip(ops.filter2d(to_final(x, p.second.size), sinc), 0, 1), p.second.quality,
