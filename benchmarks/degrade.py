@@ -1,14 +1,24 @@
 """Degradation throughput: tip_jax (jit, per-example params) vs BasicSR's PyTorch ops.
 
-    python benchmarks/degrade.py                 # 512x512, batch 16, x4plus values
+    python benchmarks/degrade.py                 # 512x512, batch 16, x4plus values, 1 thread
 
 The reference replays Real-ESRGAN's `feed_data` with BasicSR 1.4.2's own functions
 (USMSharp, filter2D, F.interpolate, random_add_{gaussian,poisson}_noise_pt, DiffJPEG),
 kernels made beforehand as its dataset workers do, one random draw per batch as it
 does. TIP's parameterised pipeline has no public implementation; its reference is the
 same four stages in the same order (noise and JPEG on the downsampled image), written
-with the same PyTorch/BasicSR ops. Prints one JSON object with images/s for each side
-and the ratios (ours / reference; above 1 is faster).
+with the same PyTorch/BasicSR ops, and the mixed one picks either pipeline per batch
+(the paper's per-iteration mix; ours mixes per example).
+
+Steady state: each side is warmed up (ours: compiled), then both are timed batch by
+batch, alternating, every batch with fresh draws on both sides (ours: `sample_params`
+with a new seed; the reference: new kernels and its own random choices), until a side
+has run `--seconds` or `--batches` batches, and at least `--min-batches`. One thread
+per side by default (`--threads`). Prints one JSON object: per pipeline and side the
+median seconds per batch and its interquartile range, and images/s over all timed
+batches; the ratio (ours / reference images/s; above 1 is faster) uses the latter,
+since the reference's per-batch draws (a stage on or off for the whole batch) make its
+batch times bimodal where ours mix within each batch.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import torch.nn.functional as F
 # The repository root first: the test helper below lives in tests/fixtures, and tip_jax
 # is then this tree's (not whichever checkout is pip-installed).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from forward import machine  # noqa: E402  (benchmarks/, the script's directory)
+from forward import add_threads_flag, limit_threads, machine  # noqa: E402  (benchmarks/)
 from tests.fixtures.basicsr_ref import load_basicsr_module  # noqa: E402  (BasicSR by file path)
 from tip_jax.degrade import DegradeConfig, degrade, kernels, parameterized, realesrgan  # noqa: E402
 from tip_jax.degrade import sample_params  # noqa: E402
@@ -104,23 +114,65 @@ def reference_parameterized(gt, blur_kernels, cfg: parameterized.TIPConfig, bsr)
   return out
 
 
-def images_per_second(fn, batch: int, repeats: int) -> float:
-  fn()
-  start = time.perf_counter()
-  for _ in range(repeats):
-    fn()
-  return batch * repeats / (time.perf_counter() - start)
+def reference_kernels(rng: np.random.Generator, b: int, config: DegradeConfig) -> dict:
+  """One batch's kernels for the reference, drawn as Real-ESRGAN's dataset workers do:
+  first- and second-round blur kernels, the final sinc, TIP's Gaussian blur."""
+  esr, tip = config.realesrgan, config.tip
+  stack = lambda draws: torch.from_numpy(np.array(kernels.make_kernels(
+      kernels.stack_kernels(draws))))
+  blur = lambda second: kernels.sample_blur_kernel(
+      rng, esr.kernel_list, esr.kernel_prob, esr.blur_sigma2 if second else esr.blur_sigma,
+      esr.betag_range2 if second else esr.betag_range,
+      esr.betap_range2 if second else esr.betap_range, esr.sinc_prob2 if second else esr.sinc_prob)
+  return {"k1": stack([blur(False) for _ in range(b)]),
+          "k2": stack([blur(True) for _ in range(b)]),
+          "sinc": stack([kernels.sample_final_sinc(rng, esr.final_sinc_prob) for _ in range(b)]),
+          "blur": stack([kernels.gaussian_kernel_params(rng.uniform(*tip.blur_sigma))
+                         for _ in range(b)])}
+
+
+def summary(times: list[float], batch: int) -> dict:
+  """Median and interquartile range of the seconds per batch, images/s over them all."""
+  return {"median_s": round(float(np.median(times)), 4),
+          "iqr_s": [round(float(np.percentile(times, q)), 4) for q in (25, 75)],
+          "batches": len(times), "images_per_s": round(batch * len(times) / sum(times), 2)}
+
+
+def time_side_by_side(ours, reference, args) -> tuple[list[float], list[float]]:
+  """Seconds per batch of `ours(i)` and `reference(i)` (batch i's draws), alternating
+  after two warm-up batches each, until each side has run --seconds or --batches
+  batches (and at least --min-batches)."""
+  for i in range(2):
+    ours(i)
+    reference(i)
+  times = {"ours": [], "reference": []}
+  done = lambda t: len(t) >= args.min_batches and (sum(t) >= args.seconds or
+                                                   len(t) >= args.batches)
+  i = 2
+  while not (done(times["ours"]) and done(times["reference"])):
+    for side, fn in (("ours", ours), ("reference", reference)):
+      if not done(times[side]):
+        start = time.perf_counter()
+        fn(i)
+        times[side].append(time.perf_counter() - start)
+    i += 1
+  return times["ours"], times["reference"]
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--size", type=int, default=512)
   parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--seconds", type=float, default=15.0, help="timed seconds per side")
+  parser.add_argument("--batches", type=int, default=20, help="or this many timed batches")
+  parser.add_argument("--min-batches", type=int, default=5, help="but at least this many")
   parser.add_argument("--no-usm", action="store_true",
                       help="skip the USM sharpening of the input on both sides (Real-ESRGAN "
                            "sharpens; its 51x51 grouped conv dominates the reference on CPU)")
+  add_threads_flag(parser)
+  parser.set_defaults(threads=1)
   args = parser.parse_args()
+  limit_threads(args.threads)
   b, s = args.batch, args.size
   config = DegradeConfig(size=(s, s), realesrgan=dataclasses.replace(
       realesrgan.RealESRGANConfig.x4plus(), usm=not args.no_usm))
@@ -131,50 +183,40 @@ def main() -> None:
   random.seed(0)
   torch.manual_seed(0)
   rng = np.random.default_rng(0)
-  images = rng.uniform(0, 1, (b, s, s, 3)).astype(np.float32)
-  gt = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-
+  # A few input batches, cycled: the draws, not the pixels, are what must be fresh.
+  images = [rng.uniform(0, 1, (b, s, s, 3)).astype(np.float32) for _ in range(4)]
+  gts = [torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) for x in images]
+  # Every batch either side can time (two warm-ups, then at most this many) draws anew.
+  most = 2 + max(args.batches, args.min_batches)
+  ref_kernels = [reference_kernels(rng, b, config) for _ in range(most)]
   esr_cfg, tip_cfg = config.realesrgan, config.tip
-  stack = lambda draws: torch.from_numpy(np.array(kernels.make_kernels(
-      kernels.stack_kernels(draws))))
-  k1 = stack([kernels.sample_blur_kernel(rng, esr_cfg.kernel_list, esr_cfg.kernel_prob,
-                                         esr_cfg.blur_sigma, esr_cfg.betag_range,
-                                         esr_cfg.betap_range, esr_cfg.sinc_prob)
-              for _ in range(b)])
-  sinc = stack([kernels.sample_final_sinc(rng, esr_cfg.final_sinc_prob) for _ in range(b)])
-  blur = stack([kernels.gaussian_kernel_params(rng.uniform(*tip_cfg.blur_sigma))
-                for _ in range(b)])
+
+  def reference_esr(i: int):
+    k = ref_kernels[i]
+    return reference_realesrgan(gts[i % 4], k["k1"], k["k2"], k["sinc"], esr_cfg, bsr)
+
+  def reference_tip(i: int):
+    return reference_parameterized(gts[i % 4], ref_kernels[i]["blur"], tip_cfg, bsr)
+
+  def reference_mixed(i: int):
+    return (reference_esr if random.random() < config.realesrgan_prob else reference_tip)(i)
 
   run = jax.jit(degrade)
-  ours, draws = {}, {}
-  for name, prob in (("realesrgan", 1.0), ("parameterized", 0.0), ("mixed_degrade", 0.5)):
-    draws[name], _ = sample_params(0, b, dataclasses.replace(config, realesrgan_prob=prob))
-    ours[name] = lambda p=draws[name]: run(images, p).block_until_ready()
-  # The parameterised pipeline alone under lax.map with its factor-bucketed canvases (what
-  # `degrade`'s "map" loop runs, without its per-example switch between the two
-  # pipelines); same draws as the "parameterized" row.
-  bucketed = jax.jit(lambda x, p, k: jax.lax.map(
-      lambda a: parameterized.apply(*a, tip_cfg, bucketed=True), (x, p, k)))
-  keys = jax.random.split(jax.random.key(0), b)
-  tip_draws = draws["parameterized"].tip
-  ours["parameterized_bucketed"] = lambda: bucketed(images, tip_draws, keys).block_until_ready()
-  with torch.no_grad():
-    ref = {
-        "realesrgan": lambda: reference_realesrgan(gt, k1, k1, sinc, esr_cfg, bsr),
-        "parameterized": lambda: reference_parameterized(gt, blur, tip_cfg, bsr),
-    }
-    result = {name: images_per_second(fn, b, args.repeats) for name, fn in ref.items()}
-  report = {"benchmark": "degradation images/s", "ours": {}, "reference": {}, "ratio": {}}
-  for name, fn in ours.items():
-    report["ours"][name] = round(images_per_second(fn, b, args.repeats), 2)
-  for name, value in result.items():
-    report["reference"][name] = round(value, 2)
-  for name in ours:
-    value = result.get(name.removesuffix("_bucketed"))
-    if value is not None:
-      report["ratio"][name] = round(report["ours"][name] / value, 2)
-  report["config"] = {"size": s, "batch": b, "repeats": args.repeats, "preset": "x4plus",
-                      "usm": esr_cfg.usm, "loop": config.loop,
+  report = {"benchmark": "degradation images/s, steady state", "pipelines": {}}
+  for name, prob, reference in (("realesrgan", 1.0, reference_esr),
+                                ("parameterized", 0.0, reference_tip),
+                                ("mixed_degrade", 0.5, reference_mixed)):
+    cfg = dataclasses.replace(config, realesrgan_prob=prob)
+    draws = [sample_params(1000 + i, b, cfg)[0] for i in range(most)]
+    ours = lambda i, draws=draws: run(images[i % 4], draws[i]).block_until_ready()
+    with torch.no_grad():
+      ours_t, ref_t = time_side_by_side(ours, reference, args)
+    row = {"ours": summary(ours_t, b), "reference": summary(ref_t, b)}
+    row["ratio"] = round(row["ours"]["images_per_s"] / row["reference"]["images_per_s"], 2)
+    report["pipelines"][name] = row
+  report["config"] = {"size": s, "batch": b, "seconds": args.seconds, "batches": args.batches,
+                      "min_batches": args.min_batches, "threads": args.threads,
+                      "preset": "x4plus", "usm": esr_cfg.usm, "loop": config.loop,
                       "canvases": esr_cfg.canvases(s, s)}
   report["machine"] = machine()
   print(json.dumps(report, indent=2))

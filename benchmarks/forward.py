@@ -102,19 +102,27 @@ def to_torch(x: np.ndarray) -> torch.Tensor:
 
 def add_threads_flag(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--threads", type=int, default=0,
-                      help="CPU threads for PyTorch; 1 also makes XLA's Eigen single-threaded "
-                           "(0 = each library's default). On a shared machine use 1: PyTorch's "
-                           "2 threads ran 35-125x slower here while another process held a core")
+                      help="CPU threads for PyTorch; 1 also pins the whole process to one core, "
+                           "so XLA runs on one too (0 = each library's default). On a shared "
+                           "machine use 1: PyTorch's 2 threads ran 35-125x slower here while "
+                           "another process held a core")
 
 
 def limit_threads(threads: int) -> None:
-  """Applies --threads; call before JAX's backend starts (before any array is made)."""
+  """Applies --threads; call before JAX's backend starts (before any array is made).
+
+  With 1, the process is pinned to one core: XLA:CPU sizes its thread pool from the
+  cores it may use, and `--xla_cpu_multi_thread_eigen=false` alone leaves its YNNPACK
+  matmuls and fusions on every core (a 512x532 by 532x1596 matmul took 1.85 CPU-seconds
+  per wall second with that flag alone), which made "one thread each" two for us."""
   if not threads:
     return
   torch.set_num_threads(threads)
   if threads == 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_multi_thread_eigen=false").strip()
+    if hasattr(os, "sched_setaffinity"):
+      os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def cpu_model() -> str:
