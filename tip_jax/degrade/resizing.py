@@ -188,8 +188,8 @@ def interp_matrix(n_in: Array, n_out: Array, mode: Array | int, rows: int, cols:
   return _select(mode, {m: built[m]() for m in _modes(mode)})
 
 
-def interp_taps(n_in: Array, n_out: Array, mode: int, rows: int,
-                scale: Array | None = None, area_taps: int = 5) -> tuple[Array, Array]:
+def interp_taps(n_in: Array, n_out: Array, mode: int, rows: int, scale: Array | None,
+                area_taps: int) -> tuple[Array, Array]:
   """`interp_matrix`'s rows as (index, weight) pairs, (rows, T) each, for a static
   `mode`: output i is sum_t weight[i, t] * input[index[i, t]]. T = 2 (bilinear), 4
   (bicubic) or `area_taps`, exact while an area window (at most ceil(n_in / n_out) + 1
