@@ -112,9 +112,8 @@ def _resize_modes(image, in_size, out_size, scale, out_canvas, by_scale, method)
   batched operands, and XLA:CPU then divides vectors one ulp off (400 / 60 = 6.666667),
   which moves a bilinear pixel by 4e-5."""
   s = scale if by_scale else None
-  kw = dict(method="taps", max_ratio=7.0 if method == "taps" else 2.0)
-  if method == "matrix":
-    kw = dict(method="matrix")
+  kw = ({"method": "matrix"} if method == "matrix" else
+        {"method": "taps", "max_ratio": 7.0 if method == "taps" else 2.0})
   fn = lambda m: resizing.resize(image, in_size, out_size, m, out_canvas, scale=s, **kw)
   return jax.lax.map(fn, jnp.arange(3))
 

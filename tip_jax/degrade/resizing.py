@@ -63,13 +63,18 @@ def output_size_for_scale(size: Array | int, scale: Array | float) -> Array:
   return jnp.where(ok, exact, approx)
 
 
+def _area_windows(n_in: Array, n_out: Array, rows: int) -> tuple[Array, Array, Array]:
+  """(output index i, window start, window end) as (rows, 1) columns: `adaptive_avg_pool`
+  averages [floor(i n/m), ceil((i+1) n/m))."""
+  i = jnp.arange(rows, dtype=jnp.int32)[:, None]
+  m = jnp.maximum(n_out, 1)
+  return i, (i * n_in) // m, ((i + 1) * n_in + m - 1) // m
+
+
 def _area_matrix(n_in: Array, n_out: Array, rows: int, cols: int) -> Array:
   """`adaptive_avg_pool` as a matrix: output i averages [floor(i n/m), ceil((i+1) n/m))."""
-  i = jnp.arange(rows, dtype=jnp.int32)[:, None]
+  i, start, end = _area_windows(n_in, n_out, rows)
   j = jnp.arange(cols, dtype=jnp.int32)[None, :]
-  m = jnp.maximum(n_out, 1)
-  start = (i * n_in) // m
-  end = ((i + 1) * n_in + m - 1) // m
   inside = (j >= start) & (j < end) & (i < n_out)
   return jnp.where(inside, 1.0 / jnp.maximum(end - start, 1).astype(jnp.float32), 0.0)
 
@@ -77,11 +82,8 @@ def _area_matrix(n_in: Array, n_out: Array, rows: int, cols: int) -> Array:
 def _area_taps(n_in: Array, n_out: Array, rows: int, taps: int) -> tuple[Array, Array]:
   """`_area_matrix` as `taps` (index, weight) pairs per output row: exact while every
   window, at most ceil(n_in / n_out) + 1 pixels long, fits in `taps`."""
-  i = jnp.arange(rows, dtype=jnp.int32)[:, None]
+  i, start, end = _area_windows(n_in, n_out, rows)
   t = jnp.arange(taps, dtype=jnp.int32)[None, :]
-  m = jnp.maximum(n_out, 1)
-  start = (i * n_in) // m
-  end = ((i + 1) * n_in + m - 1) // m
   weight = jnp.where((start + t < end) & (i < n_out),
                      1.0 / jnp.maximum(end - start, 1).astype(jnp.float32), 0.0)
   return jnp.minimum(start + t, n_in - 1), weight
@@ -266,13 +268,19 @@ def resize(image: Array, in_size: SizeLike, out_size: SizeLike, mode: Array | in
   if method not in ("auto", "matrix", "taps"):
     raise ValueError(f"unknown resize method {method!r}: expected 'auto', 'matrix' or 'taps'")
 
+  def costs(t_h: int, t_w: int) -> tuple[int, int]:
+    """Multiply-adds per channel of the two passes, height first or width first, when
+    each output pixel reads t_h then t_w inputs (a matrix reads its whole input axis)."""
+    return (t_h * rows_h * cols_w + t_w * rows_h * rows_w,
+            t_w * cols_h * rows_w + t_h * rows_h * rows_w)
+
   def by_matrix(image: Array, mode: Array | int = mode) -> Array:
     a_h = interp_matrix(in_h, out_h, mode, rows_h, cols_h, scale_h)
     a_w = interp_matrix(in_w, out_w, mode, rows_w, cols_w, scale_w)
     x = jnp.where(content_mask(image.shape, (in_h, in_w)), image, 0).astype(jnp.float32)
     # Contract the axis whose pass is cheaper first (static shapes: a trace-time choice).
-    if rows_h * cols_h * cols_w + rows_h * cols_w * rows_w <= (
-        cols_h * cols_w * rows_w + rows_h * cols_h * rows_w):
+    h_first, w_first = costs(cols_h, cols_w)
+    if h_first <= w_first:
       y = jnp.einsum("oi,ijc->ojc", a_h, x, precision=precision)
       return jnp.einsum("pj,ojc->opc", a_w, y, precision=precision)
     y = jnp.einsum("pj,ijc->ipc", a_w, x, precision=precision)
@@ -286,19 +294,15 @@ def resize(image: Array, in_size: SizeLike, out_size: SizeLike, mode: Array | in
     taps_h = interp_taps(in_h, out_h, mode, rows_h, scale_h, area_taps)
     taps_w = interp_taps(in_w, out_w, mode, rows_w, scale_w, area_taps)
     x = image.astype(jnp.float32)
-    t_h, t_w = taps_h[0].shape[1], taps_w[0].shape[1]
-    if t_h * rows_h * cols_w + t_w * rows_h * rows_w <= (
-        t_w * cols_h * rows_w + t_h * rows_h * rows_w):
+    h_first, w_first = costs(taps_h[0].shape[1], taps_w[0].shape[1])
+    if h_first <= w_first:
       return _gather_cols(_gather_rows(x, *taps_h), *taps_w)
     return _gather_rows(_gather_cols(x, *taps_w), *taps_h)
 
   def one_mode(mode: int) -> Callable[[Array], Array]:
     if method == "auto":
       width = {AREA: area_taps, BILINEAR: 2, BICUBIC: 4}[mode]
-      macs = min(rows_h * cols_h * cols_w + rows_h * cols_w * rows_w,
-                 cols_h * cols_w * rows_w + rows_h * cols_h * rows_w)
-      reads = width * min(rows_h * cols_w + rows_h * rows_w, cols_h * rows_w + rows_h * rows_w)
-      if macs < TAPS_BREAK_EVEN * reads:
+      if min(costs(cols_h, cols_w)) < TAPS_BREAK_EVEN * min(costs(width, width)):
         return lambda image: by_matrix(image, mode)
     if mode != AREA:
       return lambda image: by_taps(image, mode)
